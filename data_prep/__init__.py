@@ -1,0 +1,7 @@
+"""Data preparation: audio I/O, manifests, speaker splits, VAD and simulated conversations.
+
+This package depends on no other project package and never imports TensorFlow,
+so data can be prepared on machines without the training stack. Run
+``python -m data_prep --help`` to build manifests and
+``python -m data_prep.simulate --help`` to simulate conversations.
+"""

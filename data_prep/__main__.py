@@ -1,0 +1,100 @@
+"""Command line: scan a corpus and write speaker-disjoint manifests.
+
+``python -m data_prep --format librispeech --root data/LibriSpeech --out data/manifests``
+writes ``all.csv``, ``train.csv``, ``val.csv`` and ``test.csv`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from data_prep.audio import atomic_path
+from data_prep.manifest import scan_folders, scan_librispeech, write_manifest
+from data_prep.split import split_speakers
+
+_SCANNERS = {"librispeech": scan_librispeech, "folders": scan_folders}
+
+
+class _UsageError(Exception):
+    """Bad command line; reported as one line instead of argparse's usage dump."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise _UsageError(message)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m data_prep",
+        description="Scan a speech corpus and write speaker-disjoint train/val/test manifests.",
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=sorted(_SCANNERS),
+        help="librispeech: <root>/<split>/<speaker>/<chapter>/*.flac; "
+        "folders: <root>/<speaker>/**/*.wav|flac",
+    )
+    parser.add_argument("--root", required=True, type=Path, help="corpus folder (read only)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the manifest CSVs")
+    parser.add_argument("--val-speakers", type=int, default=20, help="default 20")
+    parser.add_argument("--test-speakers", type=int, default=30, help="default 30")
+    parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 user error)."""
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except _UsageError as exc:
+        return _fail(str(exc))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if not args.root.is_dir():
+        return _fail(f"{args.root}: no such directory")
+    if args.out.resolve().is_relative_to(args.root.resolve()):
+        return _fail(f"{args.out}: must not be inside the corpus folder {args.root}")
+    try:
+        manifest = _SCANNERS[args.format](args.root)
+        parts = split_speakers(
+            manifest,
+            val_speakers=args.val_speakers,
+            test_speakers=args.test_speakers,
+            seed=args.seed,
+        )
+        tables = {"all": manifest, **parts}
+        # Write every CSV to a temp file first so a failure leaves none behind.
+        with contextlib.ExitStack() as stack:
+            for name, table in tables.items():
+                write_manifest(table, stack.enter_context(atomic_path(args.out / f"{name}.csv")))
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    _print_summary(tables, manifest.attrs.get("skipped", []), args.out)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return 1
+
+
+def _print_summary(tables: dict, skipped: list, out: Path) -> None:
+    print(f"{'split':<6}{'speakers':>10}{'utterances':>12}{'hours':>8}")
+    for name, table in tables.items():
+        hours = table["duration_s"].sum() / 3600
+        print(f"{name:<6}{table['speaker'].nunique():>10}{len(table):>12}{hours:>8.2f}")
+    print(f"skipped files: {len(skipped)}")
+    for path, reason in skipped:
+        print(f"  {path}: {reason}")
+    print(f"manifests written to {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

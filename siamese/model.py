@@ -1,0 +1,26 @@
+"""The two-tower Siamese model: one tower object, applied to both inputs."""
+
+import keras
+
+from siamese.layers import EuclideanDistance
+
+
+def build_siamese(tower):
+    """Wraps an embedding tower `(batch, samples, 1) -> (batch, D)` into a pair model.
+
+    Both inputs go through the *same* tower object, so the two branches share
+    one set of weights; the output is their Euclidean distance, shape `(batch,)`.
+    """
+    samples = tower.input_shape[1]
+    first = keras.Input(shape=(samples, 1), name="first")
+    second = keras.Input(shape=(samples, 1), name="second")
+    distance = EuclideanDistance(name="distance")([tower(first), tower(second)])
+    return keras.Model([first, second], distance, name="siamese")
+
+
+def tower_of(siamese):
+    """The shared embedding tower inside a Siamese model."""
+    towers = [layer for layer in siamese.layers if isinstance(layer, keras.Model)]
+    if len(towers) != 1:
+        raise ValueError(f"expected one shared tower in {siamese.name}, found {len(towers)}")
+    return towers[0]
