@@ -91,8 +91,8 @@ def _print_summary(tables: dict, skipped: list, out: Path) -> None:
         hours = table["duration_s"].sum() / 3600
         print(f"{name:<6}{table['speaker'].nunique():>10}{len(table):>12}{hours:>8.2f}")
     print(f"skipped files: {len(skipped)}")
-    for path, reason in skipped:
-        print(f"  {path}: {reason}")
+    for _, reason in skipped:
+        print(f"  {reason}")
     print(f"manifests written to {out}")
 
 

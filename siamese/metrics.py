@@ -47,3 +47,34 @@ def min_dcf(distances, labels, p_target=0.01, cost_miss=1.0, cost_false_alarm=1.
 
 def accuracy_at(distances, labels, threshold):
     return float(np.mean((np.asarray(distances) < threshold) == (np.asarray(labels) == 1)))
+
+
+def diarization_error(reference, hypothesis, *, collar=0.0, skip_overlap=False, uem=None):
+    """DER and its parts with pyannote.metrics, as rates of the scored reference speech.
+
+    `collar` follows pyannote.metrics: the total width (seconds) of the no-score zone
+    around each reference boundary (half before, half after). The project's two
+    settings are "full" (`collar=0.0`, overlap scored) and "forgiving"
+    (`collar=0.25`, overlap skipped).
+    """
+    from pyannote.core import Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    if uem is None:
+        # Score the span covered by either side (pyannote's own fallback, made explicit).
+        extent = (reference.get_timeline() | hypothesis.get_timeline()).extent()
+        uem = Timeline([extent], uri=reference.uri)
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
+    parts = metric(reference, hypothesis, uem=uem, detailed=True)
+    total = parts["total"]
+    rate = lambda name: parts[name] / total if total else 0.0  # noqa: E731
+    return {
+        "der": parts["diarization error rate"] if total else 0.0,
+        "missed": rate("missed detection"),
+        "false_alarm": rate("false alarm"),
+        "confusion": rate("confusion"),
+        "scored_s": total,
+    }
+
+
+DER_SETTINGS = {"full": {"collar": 0.0, "skip_overlap": False}, "forgiving": {"collar": 0.25, "skip_overlap": True}}

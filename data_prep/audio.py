@@ -1,0 +1,227 @@
+"""Audio file I/O shared by the whole data pipeline.
+
+Every reader goes through :func:`load_audio` so that the rest of the project
+can rely on one contract: float32 mono at the requested rate, or an
+:class:`AudioError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+logger = logging.getLogger(__name__)
+
+# Long files are decoded in blocks of this many frames and downmixed block by
+# block, so a multi-channel 2-hour file never exists in memory un-mixed.
+_BLOCK_FRAMES = 1 << 20
+
+# Errors soundfile/libsndfile raise for files it cannot decode.
+_DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, EOFError)
+
+# Below this RMS a signal is treated as silence by normalize_level (-160 dBFS).
+_SILENCE_RMS = 1e-8
+
+
+class AudioError(Exception):
+    """Audio that cannot be used; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts about an audio file, read without decoding it."""
+
+    duration_s: float
+    sample_rate: int
+    channels: int
+    frames: int
+
+
+def _one_line(exc: BaseException) -> str:
+    """Collapse an exception message to one line for AudioError messages."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    """Raise AudioError unless ``path`` is an existing regular file."""
+    file = Path(path)
+    if not file.exists():
+        raise AudioError(f"{file}: no such file")
+    if file.is_dir():
+        raise AudioError(f"{file}: is a directory, not an audio file")
+    return file
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read an audio file's header (duration, rate, channels, frames).
+
+    Args:
+        path: Audio file readable by soundfile (wav, flac, ogg, ...).
+
+    Returns:
+        The file's :class:`AudioInfo`.
+
+    Raises:
+        AudioError: If the path is missing, a directory, not audio, or empty.
+    """
+    file = _check_path(path)
+    try:
+        info = sf.info(str(file))
+    except _DECODE_ERRORS as exc:
+        raise AudioError(f"{file}: not a readable audio file ({_one_line(exc)})") from None
+    if info.frames <= 0:
+        raise AudioError(f"{file}: contains no audio frames")
+    return AudioInfo(
+        duration_s=info.frames / info.samplerate,
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+    )
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    *,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+) -> np.ndarray:
+    """Load (part of) an audio file as float32 mono at ``sample_rate``.
+
+    Only the requested span is decoded: the file is seeked to ``start_s`` and
+    read block by block. Multi-channel audio is averaged to mono and resampled
+    with soxr (HQ) when the file's rate differs from ``sample_rate``.
+
+    A truncated file whose decoder stops early yields the frames that could be
+    read (with a logged warning); a decoder that raises gives AudioError.
+
+    Args:
+        path: Audio file readable by soundfile.
+        sample_rate: Output sample rate in Hz.
+        start_s: Offset of the crop in seconds.
+        duration_s: Length of the crop in seconds; None reads to the end.
+
+    Returns:
+        1-D float32 array.
+
+    Raises:
+        AudioError: Missing file, directory, not audio, empty crop, NaN/Inf.
+        ValueError: Invalid ``sample_rate``, ``start_s`` or ``duration_s``.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if start_s < 0:
+        raise ValueError(f"start_s must be >= 0, got {start_s}")
+    if duration_s is not None and duration_s <= 0:
+        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+    file = _check_path(path)
+    try:
+        with sf.SoundFile(str(file)) as sound:
+            native_rate = sound.samplerate
+            total_frames = sound.frames
+            start = int(round(start_s * native_rate))
+            available = max(total_frames - start, 0)
+            wanted = available
+            if duration_s is not None:
+                wanted = min(int(round(duration_s * native_rate)), available)
+            if start and wanted:
+                sound.seek(start)
+            audio = _read_mono(sound, wanted)
+    except _DECODE_ERRORS as exc:
+        raise AudioError(f"{file}: not a readable audio file ({_one_line(exc)})") from None
+    if audio.size < wanted:
+        logger.warning("%s: file truncated, read %d of %d frames", file, audio.size, wanted)
+    if audio.size == 0:
+        if total_frames == 0:
+            raise AudioError(f"{file}: contains no audio frames")
+        raise AudioError(f"{file}: no audio in the requested range")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{file}: contains NaN or Inf samples")
+    if native_rate != sample_rate:
+        audio = soxr.resample(audio, native_rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _read_mono(sound: sf.SoundFile, num_frames: int) -> np.ndarray:
+    """Read up to ``num_frames`` frames from the current position, as mono."""
+    blocks = []
+    remaining = num_frames
+    while remaining > 0:
+        block = sound.read(min(_BLOCK_FRAMES, remaining), dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
+        remaining -= len(block)
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+def normalize_level(audio: np.ndarray, target_rms_db: float = -20.0) -> np.ndarray:
+    """Scale audio to a target RMS level so sources mix at comparable loudness.
+
+    Silent (all-zero or near-zero) audio is returned unchanged rather than
+    amplified into noise.
+
+    Args:
+        audio: Samples in [-1, 1].
+        target_rms_db: Target RMS in dB relative to full scale.
+
+    Returns:
+        A float32 copy at the target level.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0:
+        return audio.copy()
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms < _SILENCE_RMS:
+        return audio.copy()
+    gain = 10.0 ** (target_rms_db / 20.0) / rms
+    return (audio * gain).astype(np.float32)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; move it onto ``path`` on success.
+
+    Readers never see a half-written file, and a failure leaves no temp file
+    behind. Parent folders are created.
+
+    Args:
+        path: Final destination.
+
+    Yields:
+        Temporary path in the same folder to write to.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Write audio as 16-bit PCM WAV, atomically.
+
+    Args:
+        path: Destination file.
+        audio: Samples in [-1, 1], shape (frames,) or (frames, channels);
+            values outside the range are clipped.
+        sample_rate: Sample rate in Hz.
+    """
+    data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format="WAV")

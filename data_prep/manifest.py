@@ -1,0 +1,188 @@
+"""Utterance manifests: one CSV row per audio file, the input of every stage.
+
+A manifest has the columns ``path, speaker, duration_s, sample_rate`` and
+optionally ``gender`` and ``chapter``. Paths are stored exactly as found under
+the root the caller gave (absolute if the root was absolute, otherwise
+relative to the working directory at scan time), so a manifest written from a
+relative root must be read from the same working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from data_prep.audio import AudioError, atomic_path, audio_info
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("path", "speaker", "duration_s", "sample_rate")
+OPTIONAL_COLUMNS = ("gender", "chapter")
+_TEXT_COLUMNS = ("path", "speaker", "gender", "chapter")
+_AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def scan_librispeech(root: str | os.PathLike) -> pd.DataFrame:
+    """Build a manifest from a LibriSpeech-style corpus.
+
+    Accepts either the corpus root (``<root>/<split>/<speaker>/<chapter>/*.flac``)
+    or a split folder (``<root>/<speaker>/<chapter>/*.flac``). Genders come
+    from ``SPEAKERS.TXT`` in ``root`` or its parent, when present.
+
+    Args:
+        root: Corpus root or split folder.
+
+    Returns:
+        Manifest sorted by (speaker, path) with a ``chapter`` column, plus
+        ``gender`` when SPEAKERS.TXT was found. Files that could not be read
+        are listed as ``(path, reason)`` in ``df.attrs["skipped"]``.
+
+    Raises:
+        ValueError: If ``root`` is not a folder or holds no readable audio.
+    """
+    root = _check_root(root)
+    files = sorted(root.glob("*/*/*/*.flac")) or sorted(root.glob("*/*/*.flac"))
+    entries = [(f, f.parent.parent.name, {"chapter": f.parent.name}) for f in files]
+    df = _build_manifest(entries, root)
+    genders = _read_speaker_genders(root)
+    if genders:
+        df.insert(4, "gender", df["speaker"].map(genders))
+    return df
+
+
+def scan_folders(root: str | os.PathLike) -> pd.DataFrame:
+    """Build a manifest from ``<root>/<speaker>/**/*.{wav,flac}``.
+
+    The speaker is the first-level folder name; files directly in ``root``
+    are ignored. Extensions match case-insensitively.
+
+    Args:
+        root: Folder holding one sub-folder per speaker.
+
+    Returns:
+        Manifest sorted by (speaker, path); unreadable files are listed in
+        ``df.attrs["skipped"]``.
+
+    Raises:
+        ValueError: If ``root`` is not a folder or holds no readable audio.
+    """
+    root = _check_root(root)
+    entries = []
+    for file in sorted(root.rglob("*")):
+        parts = file.relative_to(root).parts
+        if len(parts) >= 2 and file.suffix.lower() in _AUDIO_SUFFIXES and file.is_file():
+            entries.append((file, parts[0], {}))
+    return _build_manifest(entries, root)
+
+
+def _check_root(root: str | os.PathLike) -> Path:
+    """Return ``root`` as a Path, or raise ValueError if it is not a folder."""
+    path = Path(root)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such directory")
+    return path
+
+
+def _build_manifest(entries: list[tuple[Path, str, dict]], root: Path) -> pd.DataFrame:
+    """Read each file's header and assemble the sorted manifest."""
+    rows, skipped = [], []
+    for file, speaker, extra in tqdm(entries, desc="scanning audio", unit="file", disable=None):
+        try:
+            info = audio_info(file)
+        except AudioError as exc:
+            logger.warning("skipping %s", exc)
+            skipped.append((str(file), str(exc)))
+            continue
+        rows.append(
+            {
+                "path": str(file),
+                "speaker": speaker,
+                "duration_s": info.duration_s,
+                "sample_rate": info.sample_rate,
+                **extra,
+            }
+        )
+    if not rows:
+        raise ValueError(f"{root}: no speakers found")
+    df = pd.DataFrame(rows).sort_values(["speaker", "path"], ignore_index=True)
+    df.attrs["skipped"] = skipped
+    return df
+
+
+def _read_speaker_genders(root: Path) -> dict[str, str]:
+    """Map speaker id -> 'F'/'M' from SPEAKERS.TXT in ``root`` or its parent."""
+    for folder in (root, root.parent):
+        table = folder / "SPEAKERS.TXT"
+        if table.is_file():
+            break
+    else:
+        return {}
+    genders = {}
+    for line in table.read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = [field.strip() for field in line.split("|")]
+        if line.startswith(";") or len(fields) < 2 or not fields[0]:
+            continue
+        genders[fields[0]] = fields[1]
+    return genders
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a manifest CSV atomically and reproducibly.
+
+    Durations are rounded to milliseconds so the same manifest always gives
+    byte-identical files. Required columns come first, then optional ones,
+    then any others in their existing order.
+
+    Args:
+        df: Manifest with at least the required columns.
+        path: Destination CSV; parent folders are created.
+
+    Raises:
+        ValueError: If a required column is missing.
+    """
+    missing = [col for col in REQUIRED_COLUMNS if col not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: manifest lacks columns {missing}")
+    known = [*REQUIRED_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in df.columns)]
+    out = df[known + [c for c in df.columns if c not in known]].copy()
+    out["duration_s"] = out["duration_s"].astype(float).round(3)
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate a manifest CSV.
+
+    Args:
+        path: CSV written by :func:`write_manifest` (or by hand).
+
+    Returns:
+        The manifest; text columns (path, speaker, gender, chapter) as str,
+        ``duration_s`` float, ``sample_rate`` int.
+
+    Raises:
+        ValueError: Missing or unparsable file, missing columns, or empty or
+            non-numeric values in required columns; the message names the file.
+    """
+    try:
+        df = pd.read_csv(path, dtype={col: str for col in _TEXT_COLUMNS})
+    except FileNotFoundError:
+        raise ValueError(f"{path}: manifest not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"{path}: not a readable manifest CSV ({reason})") from None
+    missing = [col for col in REQUIRED_COLUMNS if col not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: manifest lacks columns {missing}")
+    if df[list(REQUIRED_COLUMNS)].isna().any().any():
+        raise ValueError(f"{path}: empty values in required columns")
+    try:
+        df["duration_s"] = pd.to_numeric(df["duration_s"]).astype(float)
+        df["sample_rate"] = pd.to_numeric(df["sample_rate"]).astype(int)
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: non-numeric duration_s or sample_rate") from None
+    return df

@@ -1,0 +1,71 @@
+"""Calibrate a model's thresholds on annotated development recordings (never the test set).
+
+    python -m experiments.calibrate --model M --audio DIR --rttm DIR [--trials FILE]
+
+Chooses the agglomerative-clustering threshold that minimises the total DER
+("full": collar 0, overlap scored) with the number of speakers estimated, and,
+given labelled trials, the verification threshold at their equal error rate.
+Both are stored in the model's sidecar JSON (`<model>.json`), next to the model.
+"""
+
+import argparse
+import sys
+
+import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+
+
+def sweep_threshold(diarizer, recordings, grid):
+    """Total DER (full setting) for each threshold in `grid`; embeddings are computed once."""
+    import numpy as np
+
+    from siamese.metrics import DER_SETTINGS, diarization_error
+
+    windows = [(uri, diarizer.embed(path), reference) for uri, path, reference in recordings]
+    totals = []
+    for threshold in grid:
+        errors = scored = 0.0
+        for uri, window, reference in windows:
+            labels = diarizer.cluster(window.embeddings, threshold=threshold)
+            result = diarization_error(reference, diarizer.to_annotation(window, labels, uri=uri), **DER_SETTINGS["full"])
+            errors += result["der"] * result["scored_s"]
+            scored += result["scored_s"]
+        totals.append(errors / scored)
+    return np.asarray(totals)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m experiments.calibrate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="embedding tower .keras (default: the shipped model)")
+    parser.add_argument("--audio", required=True, help="folder of development recordings (wav/flac)")
+    parser.add_argument("--rttm", required=True, help="folder of their reference RTTM files")
+    parser.add_argument("--trials", help="labelled development trials for the verification threshold")
+    parser.add_argument("--grid", type=float, nargs=3, default=(0.1, 1.8, 0.02), metavar=("START", "STOP", "STEP"),
+                        help="thresholds to try (default 0.1 1.8 0.02)")
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from data_prep.audio import AudioError, atomic_path
+    from experiments.evaluate import annotated_recordings, score_trials
+    from siamese.diarizer import DEFAULT_MODEL, Diarizer, sidecar_path
+
+    try:
+        diarizer = Diarizer.load(args.model)
+        grid = np.arange(*args.grid)
+        totals = sweep_threshold(diarizer, annotated_recordings(args.audio, args.rttm), grid)
+        if args.trials:
+            diarizer.settings.verification_threshold = score_trials(diarizer, args.trials)["eer_threshold"]
+    except (OSError, ValueError, AudioError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    best = int(np.argmin(totals))
+    diarizer.settings.threshold = round(float(grid[best]), 4)
+    with atomic_path(sidecar_path(args.model or DEFAULT_MODEL)) as tmp:
+        diarizer.settings.to_file(tmp)
+    print(f"clustering threshold {diarizer.settings.threshold} (development DER full {totals[best]:.2%})")
+    if args.trials:
+        print(f"verification threshold {diarizer.settings.verification_threshold:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Diarize recordings: write who spoke when as one RTTM file per input.
+
+    python -m experiments.diarize meeting.wav call.flac --out-dir rttm/ [--model M] [--num-speakers N]
+
+Writes `DIR/<stem>.rttm` for each input, the RTTM file id being the stem. Any
+sample rate, mono or multi-channel, wav or flac. Without `--model` the shipped
+model in `models/` is used. A bad input is reported on one line and skipped;
+the exit code is then 1.
+"""
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m experiments.diarize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("audio", nargs="+", help="audio files to diarize")
+    parser.add_argument("--out-dir", required=True, help="folder for the <stem>.rttm outputs (created)")
+    parser.add_argument("--model", help="embedding tower .keras with its .json sidecar (default: the shipped model)")
+    parser.add_argument("--num-speakers", type=int, help="number of speakers, if known (default: estimated)")
+    parser.add_argument("--verbose", action="store_true", help="log each step")
+    args = parser.parse_args(argv)
+    if args.num_speakers is not None and args.num_speakers < 1:
+        parser.error("--num-speakers must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    from data_prep.audio import AudioError
+    from data_prep.simulate import write_rttm
+    from siamese.diarizer import Diarizer
+
+    stems = [Path(path).stem for path in args.audio]
+    duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if duplicates:
+        print(f"error: several inputs share the output name(s) {duplicates}; rename them", file=sys.stderr)
+        return 1
+    try:
+        diarizer = Diarizer.load(args.model)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    failures = 0
+    for path in args.audio:
+        started = time.perf_counter()
+        try:
+            annotation = diarizer.diarize(path, num_speakers=args.num_speakers, uri=Path(path).stem)
+        except AudioError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        output = Path(args.out_dir) / f"{Path(path).stem}.rttm"
+        write_rttm(annotation, output)
+        logging.info("%s: %d speakers, %.1f s -> %s", path, len(annotation.labels()), time.perf_counter() - started, output)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
