@@ -46,9 +46,9 @@ def score_trials(diarizer, trials_path):
     rows = [line.split() for line in Path(trials_path).read_text().splitlines() if line.strip()]
     if any(len(row) < 3 for row in rows):
         raise ValueError(f"{trials_path}: every trial needs a third column, the label (1 = same speaker)")
-    cache = {}
-    embed = lambda path: cache.setdefault(path, diarizer.embed_utterance(path))  # noqa: E731
-    distances = np.array([np.linalg.norm(embed(row[0]) - embed(row[1])) for row in rows])
+    paths = sorted({path for row in rows for path in row[:2]})
+    embeddings = {path: diarizer.embed_utterance(path) for path in paths}
+    distances = np.array([np.linalg.norm(embeddings[row[0]] - embeddings[row[1]]) for row in rows])
     labels = np.array([int(row[2]) for row in rows])
     eer, eer_threshold = equal_error_rate(distances, labels)
     threshold = diarizer.settings.verification_threshold

@@ -15,6 +15,7 @@ from pyannote.core import Annotation, Segment
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
+import sincnet_keras  # noqa: F401  (registers the tower's layers so .keras files load)
 from data_prep.audio import load_audio, normalize_level
 from data_prep.vad import energy_vad
 
@@ -103,7 +104,8 @@ class Diarizer:
                 centre = (begin + end) / 2
                 region_starts = [min(max(0.0, centre - s.window_s / 2), max(0.0, duration_s - s.window_s))]
             else:
-                count = int(np.ceil((end - begin - s.window_s) / s.hop_s)) + 1
+                # The epsilon keeps float noise from adding a duplicate last window.
+                count = int(np.ceil((end - begin - s.window_s) / s.hop_s - 1e-9)) + 1
                 region_starts = np.minimum(begin + s.hop_s * np.arange(count), end - s.window_s).tolist()
             starts += region_starts
             region_of += [index] * len(region_starts)

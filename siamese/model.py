@@ -2,6 +2,7 @@
 
 import keras
 
+import sincnet_keras  # noqa: F401  (registers the tower's layers so .keras files load)
 from siamese.layers import EuclideanDistance
 
 

@@ -1,0 +1,157 @@
+"""Tests for siamese.diarizer: clustering and timeline logic on hand-made embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyannote.core import Annotation
+
+from siamese.diarizer import Diarizer, DiarizerSettings, Windows
+from sincnet_keras import build_encoder
+
+
+@pytest.fixture(scope="module")
+def tiny_diarizer():
+    """An untrained tiny tower at 8 kHz: fine for shapes and empty inputs, not for speakers."""
+    return Diarizer(build_encoder("tiny"), DiarizerSettings(sample_rate=8000, window_s=0.5, hop_s=0.25))
+
+
+def _two_blobs(seed=0, dim=8):
+    """Windows of speaker B, then A, then B again: 5 + 10 + 5 points, blobs ~14 apart, spread ~0.4."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 0.1, (10, dim))
+    b = rng.normal(5.0, 0.1, (10, dim))
+    embeddings = np.concatenate([b[:5], a, b[5:]])
+    expected = np.array([0] * 5 + [1] * 10 + [0] * 5)  # first window's speaker is 0
+    return embeddings, expected
+
+
+# --- Clustering ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("linkage", ["average", "complete", "single"])
+def test_cluster_two_blobs_by_threshold(linkage):
+    embeddings, expected = _two_blobs()
+    diarizer = Diarizer(tower=None, settings=DiarizerSettings(threshold=2.0, linkage=linkage))
+    labels = diarizer.cluster(embeddings)
+    np.testing.assert_array_equal(labels, expected)
+    # An explicit threshold overrides the calibrated one.
+    assert diarizer.cluster(embeddings, threshold=100.0).tolist() == [0] * 20
+
+
+def test_cluster_two_blobs_by_count():
+    embeddings, expected = _two_blobs(seed=1)
+    diarizer = Diarizer(tower=None, settings=DiarizerSettings(threshold=1e6))  # threshold must not matter
+    np.testing.assert_array_equal(diarizer.cluster(embeddings, num_speakers=2), expected)
+    assert diarizer.cluster(embeddings, num_speakers=1).tolist() == [0] * 20
+
+
+def test_cluster_labels_ordered_by_first_appearance():
+    rng = np.random.default_rng(2)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    order = [2, 2, 0, 1, 0, 2, 1]
+    embeddings = centres[order] + rng.normal(0, 0.05, (len(order), 2))
+    labels = Diarizer(None, DiarizerSettings(threshold=1.0)).cluster(embeddings)
+    assert labels.tolist() == [0, 0, 1, 2, 1, 0, 2]
+
+
+def test_cluster_zero_and_one_window():
+    diarizer = Diarizer(None, DiarizerSettings())
+    assert diarizer.cluster(np.zeros((0, 4))).tolist() == []
+    assert diarizer.cluster(np.ones((1, 4))).tolist() == [0]
+    assert diarizer.cluster(np.ones((1, 4)), num_speakers=3).tolist() == [0]
+
+
+# --- Windows over regions ------------------------------------------------------------------
+
+
+def test_window_starts_cover_regions():
+    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    regions = [(2.0, 2.6), (5.0, 7.1)]
+    starts, region_of = diarizer.window_starts(regions, duration_s=10.0)
+
+    # Short region: one window centred on it.
+    assert region_of.tolist() == [0] + [1] * 6
+    assert starts[0] == pytest.approx(2.3 - 0.5)
+
+    # Long region: windows a hop apart from its start; the last ends exactly at its end.
+    long = starts[region_of == 1]
+    np.testing.assert_allclose(long, [5.0, 5.25, 5.5, 5.75, 6.0, 6.1])
+    np.testing.assert_allclose(np.diff(long[:-1]), 0.25)
+    assert 0 < long[-1] - long[-2] <= 0.25
+    assert long[-1] + 1.0 == pytest.approx(7.1)
+    assert np.all(long >= 5.0) and np.all(long + 1.0 <= 7.1 + 1e-9)
+
+
+def test_window_starts_short_regions_stay_inside_the_file():
+    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    starts, _ = diarizer.window_starts([(0.1, 0.5), (2.8, 3.0)], duration_s=3.0)
+    np.testing.assert_allclose(starts, [0.0, 2.0])
+
+
+def test_window_starts_region_of_exact_window_length():
+    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    starts, _ = diarizer.window_starts([(4.0, 5.0)], duration_s=10.0)
+    np.testing.assert_allclose(starts, [4.0])
+
+
+# --- Labels back onto the timeline ---------------------------------------------------------
+
+
+def _tracks(annotation):
+    return sorted((round(s.start, 6), round(s.end, 6), label) for s, _, label in annotation.itertracks(yield_label=True))
+
+
+def test_to_annotation_merges_segments_inside_regions():
+    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.5))
+    regions = [(0.0, 3.0), (4.0, 4.5)]
+    starts, region_of = diarizer.window_starts(regions, duration_s=6.0)
+    np.testing.assert_allclose(starts, [0.0, 0.5, 1.0, 1.5, 2.0, 3.75])  # short region: centred window
+    windows = Windows(starts, regions, region_of, np.zeros((len(starts), 2)))
+    labels = np.array([0, 0, 0, 1, 1, 0])
+    annotation = diarizer.to_annotation(windows, labels, uri="meeting")
+
+    assert annotation.uri == "meeting"
+    # Centres 0.5, 1, 1.5, 2, 2.5: the 0 -> 1 change falls midway between 1.5 and 2.
+    assert _tracks(annotation) == [(0.0, 1.75, "spk0"), (1.75, 3.0, "spk1"), (4.0, 4.5, "spk0")]
+    for segment in annotation.get_timeline():
+        assert any(begin <= segment.start and segment.end <= end for begin, end in regions)
+
+
+def test_to_annotation_single_label_is_one_segment_per_region():
+    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    regions = [(1.0, 4.0), (6.0, 9.0)]
+    starts, region_of = diarizer.window_starts(regions, duration_s=10.0)
+    windows = Windows(starts, regions, region_of, np.zeros((len(starts), 2)))
+    annotation = diarizer.to_annotation(windows, np.zeros(len(starts), int))
+    assert _tracks(annotation) == [(1.0, 4.0, "spk0"), (6.0, 9.0, "spk0")]
+
+
+# --- End to end with a tiny untrained tower ------------------------------------------------
+
+
+def test_diarize_digital_silence_is_empty(tiny_diarizer):
+    annotation = tiny_diarizer.diarize(np.zeros(2 * 8000, np.float32))
+    assert isinstance(annotation, Annotation)
+    assert len(annotation) == 0
+    assert annotation.uri == "audio"
+
+
+def test_embed_noise(tiny_diarizer):
+    noise = np.random.default_rng(0).normal(0.0, 0.1, 3 * 8000).astype(np.float32)
+    windows = tiny_diarizer.embed(noise)
+    assert len(windows.regions) == 1
+    begin, end = windows.regions[0]
+    assert begin == pytest.approx(0.0, abs=0.05) and end == pytest.approx(3.0, abs=0.05)
+    num_windows = len(windows.starts)
+    assert num_windows == len(tiny_diarizer.window_starts(windows.regions, 3.0)[0]) > 1
+    assert windows.embeddings.shape == (num_windows, 32)
+    np.testing.assert_allclose(np.linalg.norm(windows.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_diarize_noise_labels_speech(tiny_diarizer):
+    noise = np.random.default_rng(1).normal(0.0, 0.1, 3 * 8000).astype(np.float32)
+    annotation = tiny_diarizer.diarize(noise, num_speakers=1, uri="noise")
+    assert annotation.uri == "noise"
+    assert annotation.labels() == ["spk0"]
+    assert annotation.get_timeline().duration() == pytest.approx(3.0, abs=0.1)

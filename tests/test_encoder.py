@@ -1,0 +1,148 @@
+"""Tests for sincnet_keras.encoder: preset loading and the towers they build."""
+
+from __future__ import annotations
+
+import copy
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from keras import layers
+
+from sincnet_keras import SincConv1D, StatisticsPooling, available_presets, build_encoder, load_preset, window_samples
+
+
+def _noise(batch, samples, seed=0):
+    return np.random.default_rng(seed).normal(0.0, 0.1, (batch, samples, 1)).astype("float32")
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.fixture(scope="module")
+def original_encoder():
+    return build_encoder("original")
+
+
+def test_available_presets():
+    assert {"original", "default", "tiny"} <= set(available_presets())
+
+
+def test_original_preset_layers(original_encoder):
+    model = original_encoder
+    assert model.input_shape == (None, 8000, 1)
+    assert model.output_shape == (None, 256)
+
+    stack = [layer for layer in model.layers if not isinstance(layer, layers.InputLayer)]
+    kinds = [type(layer) for layer in stack]
+    block = [layers.Conv1D, layers.BatchNormalization, layers.LeakyReLU, layers.MaxPooling1D]
+    expected = (
+        [SincConv1D, layers.LayerNormalization, layers.LeakyReLU, layers.MaxPooling1D]
+        + block * 4
+        + [layers.Flatten, layers.Dense]
+    )
+    assert kinds == expected, [k.__name__ for k in kinds]
+
+    sinc = stack[0]
+    assert (sinc.filters, sinc.kernel_size, sinc.stride, sinc.sample_rate) == (64, 129, 16, 8000)
+    assert sinc.padding == "valid"
+    assert stack[2].negative_slope == pytest.approx(0.2)
+    assert stack[3].pool_size == (2,)
+
+    for index, filters in enumerate([64, 64, 128, 128]):
+        conv, norm, act, pool = stack[4 + 4 * index: 8 + 4 * index]
+        assert conv.filters == filters
+        assert conv.kernel_size == (3,)
+        assert norm.momentum == pytest.approx(0.05)
+        assert act.negative_slope == pytest.approx(0.2)
+        assert pool.pool_size == (2,)
+
+    dense = stack[-1]
+    assert dense.units == 256
+    assert dense.activation is keras.activations.elu
+    assert isinstance(dense.kernel_constraint, keras.constraints.UnitNorm)
+
+
+def test_original_preset_embeds_one_second(original_encoder):
+    output = _numpy(original_encoder(_noise(2, 8000), training=False))
+    assert output.shape == (2, 256)
+    assert np.all(np.isfinite(output))
+
+
+def test_two_stacks_are_concatenated():
+    preset = load_preset("original")
+    preset["num_stacks"] = 2
+    model = build_encoder(preset)
+    sincs = [layer for layer in model.layers if isinstance(layer, SincConv1D)]
+    assert len(sincs) == 2
+    concatenate = [layer for layer in model.layers if isinstance(layer, layers.Concatenate)]
+    assert len(concatenate) == 1
+    dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+    assert len(dense) == 1
+    assert dense[0].input is concatenate[0].output  # the Dense reads the concatenation
+    flatten = [layer for layer in model.layers if isinstance(layer, layers.Flatten)]
+    assert concatenate[0].output.shape[-1] == sum(layer.output.shape[-1] for layer in flatten)
+    assert model.input_shape == (None, 8000, 1)
+    assert model.output_shape == (None, 256)
+
+
+@pytest.mark.parametrize("seconds", [0.5, 2.0])
+def test_default_preset_any_length_unit_norm(seconds):
+    model = build_encoder("default")
+    assert model.input_shape == (None, None, 1)
+    samples = int(seconds * 16000)
+    output = _numpy(model(_noise(2, samples), training=False))
+    assert output.shape == (2, 128)
+    np.testing.assert_allclose(np.linalg.norm(output, axis=1), 1.0, atol=1e-5)
+
+
+def test_tiny_preset():
+    preset = load_preset("tiny")
+    model = build_encoder(preset)
+    assert window_samples(preset) == 4000
+    assert any(isinstance(layer, StatisticsPooling) for layer in model.layers)
+    output = _numpy(model(_noise(3, window_samples(preset)), training=False))
+    assert output.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(output, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset_name", ["tiny", "original"])
+def test_save_and_reload_gives_identical_outputs(tmp_path, preset_name, request):
+    model = request.getfixturevalue("original_encoder") if preset_name == "original" else build_encoder("tiny")
+    samples = window_samples(load_preset(preset_name))
+    path = tmp_path / f"{preset_name}.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    x = _noise(2, samples, seed=3)
+    np.testing.assert_allclose(
+        _numpy(reloaded(x, training=False)), _numpy(model(x, training=False)), atol=1e-6
+    )
+    assert [w.shape for w in reloaded.weights] == [w.shape for w in model.weights]
+
+
+def test_unknown_preset_name_is_refused():
+    with pytest.raises(ValueError, match="nope"):
+        load_preset("nope")
+
+
+def test_unknown_preset_key_is_refused():
+    preset = load_preset("tiny")
+    preset["bogus"] = 1
+    with pytest.raises(ValueError, match="bogus"):
+        build_encoder(preset)
+
+
+def test_missing_preset_key_is_refused():
+    preset = copy.deepcopy(load_preset("tiny"))
+    del preset["sinc"]
+    with pytest.raises(ValueError, match="sinc"):
+        build_encoder(preset)
+
+
+def test_preset_from_yaml_path(tmp_path):
+    source = load_preset("tiny")
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump({**source, "name": "custom"}))
+    assert load_preset(str(path)) == {**source, "name": "custom"}
