@@ -2,7 +2,8 @@
 
     python -m experiments.diarize meeting.wav call.flac --out-dir rttm/ [--model M] [--num-speakers N]
 
-Writes `DIR/<stem>.rttm` for each input, the RTTM file id being the stem. Any
+Writes `DIR/<stem>.rttm` for each input, the RTTM file id being the stem (blanks
+become underscores, as RTTM fields are space-separated). Any
 sample rate, mono or multi-channel, wav or flac. Without `--model` the shipped
 model in `models/` is used. A bad input is reported on one line and skipped;
 the exit code is then 1.
@@ -10,6 +11,7 @@ the exit code is then 1.
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,7 +53,9 @@ def main(argv=None):
     for path in args.audio:
         started = time.perf_counter()
         try:
-            annotation = diarizer.diarize(path, num_speakers=args.num_speakers, uri=Path(path).stem)
+            # RTTM fields are space-separated, so a stem's blanks become underscores in the file id.
+            uri = re.sub(r"\s", "_", Path(path).stem)
+            annotation = diarizer.diarize(path, num_speakers=args.num_speakers, uri=uri)
         except AudioError as error:
             print(f"error: {error}", file=sys.stderr)
             failures += 1

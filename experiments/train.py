@@ -148,12 +148,14 @@ def train(config, resume=False, verbose=2):
                                   batch_size=batch, drop_remainder=True)
         val_data = pair_dataset(manifests["val"], val_pairs, sample_rate=rate, window_s=window_s, batch_size=batch)
         started = time.time()
-        siamese.fit(
+        history = siamese.fit(
             train_data, validation_data=val_data, epochs=training["epochs"], initial_epoch=initial_epoch,
             steps_per_epoch=steps, callbacks=build_callbacks(run_dir, training["patience"], val_losses),
             verbose=verbose,
         )
         logger.info("trained for %.0f s", time.time() - started)
+        with open(run_dir / "train_seconds.txt", "a") as file:  # one line per (resumed) session
+            file.write(f"{len(history.epoch)} {time.time() - started:.1f}\n")
     best = keras.saving.load_model(run_dir / "checkpoints" / "best.keras", safe_mode=True)
     tower = tower_of(best)
     tower.save(run_dir / "tower.keras")

@@ -62,3 +62,29 @@ def write_test_wav(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    """The model committed under models/ (trained on the vendored training speakers)."""
+    path = REPO_ROOT / "models" / "sincnet_default.keras"
+    if not path.is_file():
+        pytest.skip("no shipped model under models/")
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_split(librispeech_manifest):
+    """The speaker split of experiments/configs/sincnet_default.yaml (seed 0, 20 val, 30 test)."""
+    from data_prep.split import split_speakers
+
+    return split_speakers(librispeech_manifest, val_speakers=20, test_speakers=30, seed=0)
+
+
+@pytest.fixture(scope="session")
+def test_conversations(tmp_path_factory, test_split):
+    """Three simulated conversations of held-out test speakers (wav + rttm, seeded)."""
+    from data_prep.simulate import write_conversations
+
+    out = tmp_path_factory.mktemp("conversations")
+    return write_conversations(test_split["test"], out, num_conversations=3, seed=11)

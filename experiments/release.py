@@ -1,0 +1,170 @@
+"""Ship a trained run as a model: calibrate on validation speakers, measure on test speakers.
+
+    python -m experiments.release --run runs/sincnet_default_seed0 --name sincnet_default
+
+1. copies the run's `tower.keras` to `models/<name>.keras`;
+2. simulates conversations and cuts trials from the run's *validation* speakers,
+   and calibrates the clustering and verification thresholds on them
+   (stored in `models/<name>.json`);
+3. simulates conversations and cuts trials from the run's *test* speakers and
+   measures EER, DER (full and forgiving, oracle and estimated speaker count)
+   and the real-time factor on a 5-minute recording;
+4. writes `results/<name>/` (per-file CSV, summary JSON/Markdown) and the
+   model card `models/<name>.md` from those measurements.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+from experiments.config import ConfigError, load_config
+
+VAL_SEED, TEST_SEED, TRIALS_SEED = 1, 2, 3
+
+
+def training_facts(run_dir):
+    """Epochs run, best epoch and wall time, from the run's own logs."""
+    import pandas as pd
+
+    log = pd.read_csv(run_dir / "log.csv")
+    facts = {"epochs_run": len(log), "best_epoch": int(log["val_loss"].idxmin()) + 1,
+             "best_val_loss": float(log["val_loss"].min()),
+             "best_val_pair_accuracy": float(log.loc[log["val_loss"].idxmin(), "val_pair_accuracy"])}
+    seconds_file = run_dir / "train_seconds.txt"
+    if seconds_file.is_file():
+        facts["train_wall_s"] = sum(float(line.split()[1]) for line in seconds_file.read_text().splitlines())
+    else:  # runs from before train_seconds.txt: from the first to the last file the run wrote
+        facts["train_wall_s"] = (run_dir / "tower.keras").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+    return facts
+
+
+def model_card(name, config, facts, verification, summary, speed, settings):
+    rows = {(row["setting"], row["speakers"]): row for row in summary}
+    der = lambda setting, count: f"{rows[(setting, count)]['der']:.1%}"  # noqa: E731
+    return f"""# Model card: `{name}`
+
+SincNet Siamese embedding tower (`{config['model']['preset']}` preset) trained with contrastive loss
+on same/different-speaker pairs. Released on {date.today().isoformat()} by `python -m experiments.release`.
+
+## Data
+- Vendored LibriSpeech train-clean-100 subset (`data/LibriSpeech`, one utterance of ~12 s per speaker, CC BY 4.0).
+- Speaker-disjoint split, seed {config['seed']}: {facts['train_speakers']} training speakers,
+  {config['data']['val_speakers']} validation speakers (early stopping, threshold calibration),
+  {config['data']['test_speakers']} test speakers (the figures below only).
+
+## Training
+- Command: `python -m experiments.train --config experiments/configs/{Path(config.get('_config_file', 'sincnet_default.yaml')).name}`
+- {facts['epochs_run']} epochs of {config['training']['pairs_per_epoch']} fresh pairs (batch {config['training']['batch_size']}),
+  Adam {config['training']['learning_rate']}, margin {config['training']['margin']}; best validation loss at epoch
+  {facts['best_epoch']} (validation pair accuracy {facts['best_val_pair_accuracy']:.1%} on 1 s crops).
+- Wall time: {facts['train_wall_s'] / 60:.0f} min on a 2-core CPU, no GPU.
+
+## Calibrated settings (validation speakers)
+- Clustering threshold {settings.threshold} (average linkage, window {settings.window_s} s, hop {settings.hop_s} s).
+- Verification threshold {settings.verification_threshold:.4f} (equal error rate point of validation trials).
+
+## Measured on held-out test speakers
+| measure | condition | value |
+|---|---|---|
+| EER | {verification['trials']} trials ({verification['target_trials']} same-speaker) of 2 s segments, same-session | {verification['eer']:.1%} |
+| minDCF | p_target 0.01 | {verification['min_dcf_p0.01']:.3f} |
+| pair accuracy | at the validation threshold | {verification['accuracy_at_threshold']:.1%} |
+| DER full | collar 0, overlap scored, oracle speaker count, {rows[('full', 'oracle')]['files']} conversations | {der('full', 'oracle')} |
+| DER full | collar 0, overlap scored, estimated count | {der('full', 'estimated')} |
+| DER forgiving | collar 0.25 s (pyannote.metrics), overlap skipped, oracle count | {der('forgiving', 'oracle')} |
+| DER forgiving | collar 0.25 s, overlap skipped, estimated count | {der('forgiving', 'estimated')} |
+| speaker count exact | estimated count | {rows[('full', 'estimated')]['count_exact']:.0%} |
+| real-time factor | {speed['minutes']:g}-minute recording, 2-core CPU, model load excluded | {speed['rtf']:.4f} |
+
+Conversations are simulated (2-4 speakers, pauses, about 10% overlapped turns) from test speakers' LibriSpeech
+read speech: clean, one session per speaker. Expect higher error on real meetings, far-field or telephone audio.
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m experiments.release", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="training run folder (holds config.yaml, tower.keras, manifests/)")
+    parser.add_argument("--name", required=True, help="model name: writes models/<name>.keras/.json/.md, results/<name>/")
+    parser.add_argument("--val-conversations", type=int, default=10, help="simulated validation conversations")
+    parser.add_argument("--test-conversations", type=int, default=20, help="simulated test conversations")
+    parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="length of the speed-test recording")
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from data_prep.audio import atomic_path
+    from data_prep.manifest import read_manifest
+    from data_prep.simulate import write_conversations
+    from data_prep.trials import write_trials
+    from experiments.benchmark import long_recording
+    from experiments.calibrate import sweep_threshold
+    from experiments.evaluate import annotated_recordings, markdown, score_recordings, score_trials, summarize
+    from siamese.diarizer import Diarizer, DiarizerSettings, sidecar_path
+    from siamese.metrics import DER_SETTINGS
+
+    run_dir, model = Path(args.run), Path("models") / f"{args.name}.keras"
+    try:
+        config = load_config(run_dir / "config.yaml")
+        manifests = {split: read_manifest(run_dir / "manifests" / f"{split}.csv") for split in ("train", "val", "test")}
+    except (ConfigError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    tower_card = json.loads((run_dir / "tower.json").read_text())
+    model.parent.mkdir(exist_ok=True)
+    shutil.copyfile(run_dir / "tower.keras", model)
+    settings = DiarizerSettings(sample_rate=tower_card["sample_rate"], window_s=tower_card["window_s"])
+    settings.to_file(sidecar_path(model))
+    diarizer = Diarizer.load(model)
+    heldout = run_dir / "heldout"
+    rate = settings.sample_rate
+
+    print("calibrating on validation speakers ...")
+    write_conversations(manifests["val"], heldout / "val_conversations", num_conversations=args.val_conversations,
+                        seed=VAL_SEED, sample_rate=rate)
+    val_trials = write_trials(manifests["val"], heldout / "val_trials", sample_rate=rate, seed=TRIALS_SEED)
+    grid = np.arange(0.1, 1.8, 0.02)
+    totals = sweep_threshold(diarizer, annotated_recordings(heldout / "val_conversations", heldout / "val_conversations"), grid)
+    diarizer.settings.threshold = round(float(grid[int(np.argmin(totals))]), 4)
+    diarizer.settings.verification_threshold = round(score_trials(diarizer, val_trials)["eer_threshold"], 4)
+    with atomic_path(sidecar_path(model)) as tmp:
+        diarizer.settings.to_file(tmp)
+
+    print("measuring on test speakers ...")
+    write_conversations(manifests["test"], heldout / "test_conversations", num_conversations=args.test_conversations,
+                        seed=TEST_SEED, sample_rate=rate)
+    test_trials = write_trials(manifests["test"], heldout / "test_trials", sample_rate=rate, seed=TRIALS_SEED)
+    verification = score_trials(diarizer, test_trials)
+    rows = score_recordings(diarizer, annotated_recordings(heldout / "test_conversations", heldout / "test_conversations"),
+                            DER_SETTINGS)
+    summary = summarize(rows)
+    wav, _ = long_recording(manifests["test"], args.benchmark_minutes, heldout, rate, seed=7000)
+    diarizer.diarize(wav)
+    started = time.perf_counter()
+    diarizer.diarize(wav)
+    import soundfile
+
+    speed = {"minutes": args.benchmark_minutes, "rtf": (time.perf_counter() - started) / soundfile.info(str(wav)).duration}
+
+    import pandas as pd
+
+    results = Path("results") / args.name
+    results.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(results / "per_file.csv", index=False, float_format="%.5f")
+    facts = {**training_facts(run_dir), "train_speakers": int(manifests["train"]["speaker"].nunique())}
+    report = {"model": str(model), "run": str(run_dir), "date": date.today().isoformat(), "training": facts,
+              "settings": vars(diarizer.settings), "verification": verification, "diarization": summary, "speed": speed,
+              "command": f"python -m experiments.release --run {args.run} --name {args.name}"}
+    (results / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    (results / "summary.md").write_text(markdown(summary, verification))
+    model.with_suffix(".md").write_text(model_card(args.name, config, facts, verification, summary, speed, diarizer.settings))
+    print(markdown(summary, verification), end="")
+    print(f"real-time factor on {args.benchmark_minutes:g} min: {speed['rtf']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The command-line contracts: diarize, verify, evaluate, quickstart."""
+
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+from data_prep.simulate import read_rttm
+from experiments.diarize import main as diarize_main
+from experiments.evaluate import main as evaluate_main
+from experiments.verify import main as verify_main
+
+
+def test_diarize_writes_one_rttm_per_input_named_by_stem(tmp_path, shipped_model, test_conversations):
+    wavs = list(test_conversations["wav_path"])[:2]
+    assert diarize_main([*wavs, "--out-dir", str(tmp_path / "out")]) == 0
+    for wav in wavs:
+        stem = wav.rsplit("/", 1)[-1][:-4]
+        annotations = read_rttm(tmp_path / "out" / f"{stem}.rttm")
+        assert list(annotations) == [stem] and len(annotations[stem].labels()) >= 1
+
+
+def test_diarize_any_rate_and_stereo_with_known_speaker_count(tmp_path, shipped_model, test_conversations):
+    audio, rate = sf.read(test_conversations["wav_path"][0])
+    stereo = tmp_path / "stereo 44k.flac"  # a space in the name, another rate, two channels
+    import soxr
+
+    resampled = soxr.resample(audio, rate, 44100)
+    sf.write(stereo, np.stack([resampled, 0.5 * resampled], axis=1), 44100)
+    assert diarize_main([str(stereo), "--out-dir", str(tmp_path), "--num-speakers", "2"]) == 0
+    annotation = read_rttm(tmp_path / "stereo 44k.rttm")["stereo_44k"]  # RTTM ids cannot hold blanks
+    assert len(annotation.labels()) == 2
+
+
+def test_diarize_reports_a_bad_file_and_processes_the_rest(tmp_path, shipped_model, test_conversations, capsys):
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio")
+    good = test_conversations["wav_path"][0]
+    code = diarize_main([str(tmp_path / "missing.wav"), str(not_audio), good, "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "missing.wav" in err and "notes.wav" in err and "Traceback" not in err
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [good.rsplit("/", 1)[-1][:-4] + ".rttm"]
+
+
+def test_diarize_silence_gives_an_empty_rttm(tmp_path, shipped_model):
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(16000 * 3), 16000)
+    assert diarize_main([str(silent), "--out-dir", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "silence.rttm").read_text() == ""
+
+
+def test_verify_appends_a_distance_to_each_line(tmp_path, shipped_model, test_conversations):
+    a, b = test_conversations["wav_path"][:2]
+    trials = tmp_path / "trials.txt"
+    trials.write_text(f"{a} {a} target extra\n{a} {b}\n")
+    assert verify_main(["--trials", str(trials), "--out", str(tmp_path / "scores.txt")]) == 0
+    lines = (tmp_path / "scores.txt").read_text().splitlines()
+    assert lines[0].startswith(f"{a} {a} target extra ") and lines[1].startswith(f"{a} {b} ")
+    same, different = (float(line.split()[-1]) for line in lines)
+    assert same < 1e-4 < different
+
+
+def test_verify_missing_file_fails_without_output(tmp_path, shipped_model, test_conversations, capsys):
+    trials = tmp_path / "trials.txt"
+    trials.write_text(f"{test_conversations['wav_path'][0]} {tmp_path / 'gone.wav'}\n")
+    assert verify_main(["--trials", str(trials), "--out", str(tmp_path / "scores.txt")]) == 1
+    assert "gone.wav" in capsys.readouterr().err
+    assert not (tmp_path / "scores.txt").exists()
+
+
+def test_evaluate_writes_der_tables(tmp_path, shipped_model, test_conversations):
+    folder = test_conversations["wav_path"][0].rsplit("/", 1)[0]
+    assert evaluate_main(["--audio", folder, "--rttm", folder, "--out-dir", str(tmp_path)]) == 0
+    import json
+
+    summary = json.loads((tmp_path / "summary.json").read_text())["diarization"]
+    assert {(row["setting"], row["speakers"]) for row in summary} == {
+        ("full", "oracle"), ("full", "estimated"), ("forgiving", "oracle"), ("forgiving", "estimated")}
+    assert all(0.0 <= row["der"] <= 1.0 for row in summary)
+
+
+def test_every_command_has_help():
+    for module in ("experiments.train", "experiments.diarize", "experiments.verify", "experiments.evaluate",
+                   "experiments.calibrate", "experiments.quickstart", "experiments.benchmark",
+                   "experiments.benchmark_pipeline", "experiments.release", "data_prep", "data_prep.simulate",
+                   "data_prep.trials"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage" in result.stdout, module
