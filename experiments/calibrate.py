@@ -2,7 +2,8 @@
 
     python -m experiments.calibrate --model M --audio DIR --rttm DIR [--trials FILE]
 
-Chooses the agglomerative-clustering threshold that minimises the total DER
+Chooses the agglomerative-clustering threshold (and, with `--windows`, the
+embedding window) that minimises the total DER
 ("full": collar 0, overlap scored) with the number of speakers estimated, and,
 given labelled trials, the verification threshold at their equal error rate.
 Both are stored in the model's sidecar JSON (`<model>.json`), next to the model.
@@ -33,6 +34,18 @@ def sweep_threshold(diarizer, recordings, grid):
     return np.asarray(totals)
 
 
+def calibrate_clustering(diarizer, recordings, windows_s, grid):
+    """Sets the (window, threshold) pair with the lowest development DER; returns that DER."""
+    best = None
+    for window_s in windows_s:
+        diarizer.settings.window_s = window_s
+        totals = sweep_threshold(diarizer, recordings, grid)
+        if best is None or totals.min() < best[0]:
+            best = (float(totals.min()), window_s, round(float(grid[int(totals.argmin())]), 4))
+    _, diarizer.settings.window_s, diarizer.settings.threshold = best
+    return best[0]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.calibrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="embedding tower .keras (default: the shipped model)")
@@ -41,6 +54,8 @@ def main(argv=None):
     parser.add_argument("--trials", help="labelled development trials for the verification threshold")
     parser.add_argument("--grid", type=float, nargs=3, default=(0.1, 1.8, 0.02), metavar=("START", "STOP", "STEP"),
                         help="thresholds to try (default 0.1 1.8 0.02)")
+    parser.add_argument("--windows", type=float, nargs="+", help="embedding window lengths to try, in seconds "
+                        "(default: keep the model's)")
     args = parser.parse_args(argv)
     import numpy as np
 
@@ -51,17 +66,17 @@ def main(argv=None):
     try:
         diarizer = Diarizer.load(args.model)
         grid = np.arange(*args.grid)
-        totals = sweep_threshold(diarizer, annotated_recordings(args.audio, args.rttm), grid)
+        recordings = annotated_recordings(args.audio, args.rttm)
+        der = calibrate_clustering(diarizer, recordings, args.windows or [diarizer.settings.window_s], grid)
         if args.trials:
             diarizer.settings.verification_threshold = score_trials(diarizer, args.trials)["eer_threshold"]
     except (OSError, ValueError, AudioError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    best = int(np.argmin(totals))
-    diarizer.settings.threshold = round(float(grid[best]), 4)
     with atomic_path(sidecar_path(args.model or DEFAULT_MODEL)) as tmp:
         diarizer.settings.to_file(tmp)
-    print(f"clustering threshold {diarizer.settings.threshold} (development DER full {totals[best]:.2%})")
+    print(f"window {diarizer.settings.window_s} s, clustering threshold {diarizer.settings.threshold} "
+          f"(development DER full, estimated count: {der:.2%})")
     if args.trials:
         print(f"verification threshold {diarizer.settings.verification_threshold:.4f}")
     return 0

@@ -24,6 +24,8 @@ SCHEMA = {
         "learning_rate": float,
         "margin": float,
         "patience": int,
+        "lr_decay_patience": int,
+        "lr_decay_factor": float,
         "accuracy_threshold": float,
     },
 }

@@ -4,7 +4,7 @@
 
 1. copies the run's `tower.keras` to `models/<name>.keras`;
 2. simulates conversations and cuts trials from the run's *validation* speakers,
-   and calibrates the clustering and verification thresholds on them
+   and calibrates the embedding window and the clustering and verification thresholds on them
    (stored in `models/<name>.json`);
 3. simulates conversations and cuts trials from the run's *test* speakers and
    measures EER, DER (full and forgiving, oracle and estimated speaker count)
@@ -25,6 +25,7 @@ import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 from experiments.config import ConfigError, load_config
 
 VAL_SEED, TEST_SEED, TRIALS_SEED = 1, 2, 3
+WINDOWS_S = (1.0, 1.5, 2.0)  # embedding windows tried during calibration, in seconds
 
 
 def training_facts(run_dir):
@@ -101,7 +102,7 @@ def main(argv=None):
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
     from experiments.benchmark import long_recording
-    from experiments.calibrate import sweep_threshold
+    from experiments.calibrate import calibrate_clustering
     from experiments.evaluate import annotated_recordings, markdown, score_recordings, score_trials, summarize
     from siamese.diarizer import Diarizer, DiarizerSettings, sidecar_path
     from siamese.metrics import DER_SETTINGS
@@ -126,9 +127,8 @@ def main(argv=None):
     write_conversations(manifests["val"], heldout / "val_conversations", num_conversations=args.val_conversations,
                         seed=VAL_SEED, sample_rate=rate)
     val_trials = write_trials(manifests["val"], heldout / "val_trials", sample_rate=rate, seed=TRIALS_SEED)
-    grid = np.arange(0.1, 1.8, 0.02)
-    totals = sweep_threshold(diarizer, annotated_recordings(heldout / "val_conversations", heldout / "val_conversations"), grid)
-    diarizer.settings.threshold = round(float(grid[int(np.argmin(totals))]), 4)
+    val_recordings = annotated_recordings(heldout / "val_conversations", heldout / "val_conversations")
+    calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02))
     diarizer.settings.verification_threshold = round(score_trials(diarizer, val_trials)["eer_threshold"], 4)
     with atomic_path(sidecar_path(model)) as tmp:
         diarizer.settings.to_file(tmp)

@@ -68,7 +68,7 @@ def completed_epochs(log_path):
     return log["val_loss"].tolist() if "val_loss" in log else []
 
 
-def build_callbacks(run_dir, patience, val_losses):
+def build_callbacks(run_dir, training, val_losses):
     import keras
 
     class ResumableEarlyStopping(keras.callbacks.Callback):
@@ -85,12 +85,12 @@ def build_callbacks(run_dir, patience, val_losses):
                 self.best, self.wait = logs["val_loss"], 0
             else:
                 self.wait += 1
-                if self.wait >= patience:
-                    logger.info("early stopping: no lower validation loss for %d epochs", patience)
+                if self.wait >= training["patience"]:
+                    logger.info("early stopping: no lower validation loss for %d epochs", training["patience"])
                     self.model.stop_training = True
 
     best = min(val_losses, default=None)
-    return [
+    callbacks = [
         keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras")),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True,
@@ -99,6 +99,12 @@ def build_callbacks(run_dir, patience, val_losses):
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
         ResumableEarlyStopping(),
     ]
+    if training["lr_decay_patience"] > 0:
+        # Shrink the step size when validation stalls; the rate lives in the optimizer, so it survives --resume.
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            factor=training["lr_decay_factor"], patience=training["lr_decay_patience"],
+            min_lr=training["learning_rate"] / 64))
+    return callbacks
 
 
 def train(config, resume=False, verbose=2):
@@ -150,7 +156,7 @@ def train(config, resume=False, verbose=2):
         started = time.time()
         history = siamese.fit(
             train_data, validation_data=val_data, epochs=training["epochs"], initial_epoch=initial_epoch,
-            steps_per_epoch=steps, callbacks=build_callbacks(run_dir, training["patience"], val_losses),
+            steps_per_epoch=steps, callbacks=build_callbacks(run_dir, training, val_losses),
             verbose=verbose,
         )
         logger.info("trained for %.0f s", time.time() - started)

@@ -34,6 +34,7 @@ class DiarizerSettings:
     threshold: float = 0.8  # AHC distance at which clusters stop merging (calibrated)
     verification_threshold: float = None  # file-embedding distance below which two files are "same" (calibrated)
     linkage: str = "average"  # scipy linkage method over Euclidean distances
+    min_cluster_s: float = 2.0  # clusters with less speech than this are not speakers of their own
     batch_size: int = 128  # windows per forward pass
     vad: dict = field(default_factory=dict)  # keyword arguments of data_prep.vad.energy_vad
 
@@ -157,20 +158,37 @@ class Diarizer:
     def cluster(self, embeddings, num_speakers=None, threshold=None):
         """Agglomerative clustering of window embeddings on Euclidean distances.
 
-        With `num_speakers` the dendrogram is cut into that many clusters;
+        With `num_speakers` the dendrogram is cut into that many *large* clusters;
         otherwise it is cut at the distance `threshold` (default: the calibrated one).
+        A cluster with less than `min_cluster_s` of windows is not taken as a speaker
+        (it is usually overlap, noise or a boundary window): its windows join the
+        nearest large cluster's centroid.
         """
+        s = self.settings
         count = len(embeddings)
-        if count == 0:
-            return np.zeros(0, dtype=int)
-        if count == 1:
-            return np.zeros(1, dtype=int)
+        if count <= 1:
+            return np.zeros(count, dtype=int)
         distances = pdist(embeddings, metric="euclidean")  # condensed (count * (count - 1) / 2,)
-        tree = linkage(distances, method=self.settings.linkage)
+        tree = linkage(distances, method=s.linkage)
+        min_size = max(1, int(np.ceil(s.min_cluster_s / s.hop_s)))
         if num_speakers is not None:
-            labels = fcluster(tree, t=min(num_speakers, count), criterion="maxclust")
+            target = min(num_speakers, count)
+            for clusters in range(target, count + 1):  # finer cuts until `target` clusters are large
+                labels = fcluster(tree, t=clusters, criterion="maxclust")
+                sizes = np.bincount(labels)
+                if np.sum(sizes >= min_size) >= target:
+                    break
+            keep = np.argsort(sizes)[::-1][:target]
         else:
-            labels = fcluster(tree, t=self.settings.threshold if threshold is None else threshold, criterion="distance")
+            labels = fcluster(tree, t=s.threshold if threshold is None else threshold, criterion="distance")
+            sizes = np.bincount(labels)
+            keep = np.flatnonzero(sizes >= min_size)
+            if len(keep) == 0:
+                keep = np.array([np.argmax(sizes)])
+        keep = keep[sizes[keep] > 0]
+        centroids = np.stack([embeddings[labels == label].mean(axis=0) for label in keep])
+        nearest = keep[np.argmin(((embeddings[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)]
+        labels = np.where(np.isin(labels, keep), labels, nearest)
         # Relabel by order of first appearance, so "spk0" speaks first.
         _, first_seen = np.unique(labels, return_index=True)
         order = {labels[index]: rank for rank, index in enumerate(sorted(first_seen))}

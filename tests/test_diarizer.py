@@ -51,8 +51,21 @@ def test_cluster_labels_ordered_by_first_appearance():
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     order = [2, 2, 0, 1, 0, 2, 1]
     embeddings = centres[order] + rng.normal(0, 0.05, (len(order), 2))
-    labels = Diarizer(None, DiarizerSettings(threshold=1.0)).cluster(embeddings)
+    labels = Diarizer(None, DiarizerSettings(threshold=1.0, min_cluster_s=0.0)).cluster(embeddings)
     assert labels.tolist() == [0, 0, 1, 2, 1, 0, 2]
+
+
+def test_small_clusters_join_the_nearest_speaker():
+    """Two speakers of 20 windows each and 3 stray windows: strays are not a speaker of their own."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(0, 0.05, (20, 2))
+    b = rng.normal(0, 0.05, (20, 2)) + [10.0, 0.0]
+    strays = np.array([[2.0, 4.0], [2.2, 4.1], [9.0, 3.0]])  # nearer a, nearer a, nearer b
+    embeddings = np.concatenate([a, b, strays])
+    diarizer = Diarizer(None, DiarizerSettings(threshold=1.0, hop_s=0.25, min_cluster_s=2.0))
+    for labels in (diarizer.cluster(embeddings), diarizer.cluster(embeddings, num_speakers=2)):
+        assert sorted(set(labels.tolist())) == [0, 1]
+        assert labels[40:].tolist() == [0, 0, 1]
 
 
 def test_cluster_zero_and_one_window():
