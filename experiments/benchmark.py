@@ -25,7 +25,8 @@ def long_recording(manifest, minutes, out_dir, sample_rate, seed):
     import numpy as np
 
     from data_prep.audio import load_audio, write_wav
-    from data_prep.simulate import read_rttm, turns_to_annotation, write_conversations, write_rttm
+    from data_prep.rttm import read_rttm, write_rttm
+    from data_prep.simulate import turns_to_annotation, write_conversations
 
     uri = f"long_{minutes:g}min"
     wav, rttm = out_dir / f"{uri}.wav", out_dir / f"{uri}.rttm"
@@ -54,7 +55,7 @@ def main(argv=None):
     parser.add_argument("--out-dir", default="runs/benchmark", help="folder for the built recordings")
     parser.add_argument("--seed", type=int, default=7000, help="seed of the simulated conversations")
     args = parser.parse_args(argv)
-    from data_prep.simulate import read_rttm
+    from data_prep.rttm import read_rttm
     from experiments.train import prepare_manifests
     from siamese.diarizer import Diarizer
     from siamese.metrics import DER_SETTINGS, diarization_error

@@ -36,7 +36,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     from data_prep.audio import AudioError
-    from data_prep.simulate import write_rttm
+    from data_prep.rttm import write_rttm
     from siamese.diarizer import Diarizer
 
     stems = [Path(path).stem for path in args.audio]

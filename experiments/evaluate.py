@@ -25,7 +25,7 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 
 def annotated_recordings(audio_dir, rttm_dir):
     """[(uri, audio path, reference Annotation)] for every recording with a reference."""
-    from data_prep.simulate import read_rttm
+    from data_prep.rttm import read_rttm
 
     references = {}
     for rttm in sorted(Path(rttm_dir).glob("*.rttm")):

@@ -26,7 +26,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=2026, help="seed of the simulated conversation")
     parser.add_argument("--out-dir", default="runs/quickstart", help="folder for manifests, audio and RTTM files")
     args = parser.parse_args(argv)
-    from data_prep.simulate import read_rttm, write_conversations, write_rttm
+    from data_prep.rttm import read_rttm, write_rttm
+    from data_prep.simulate import write_conversations
     from experiments.train import prepare_manifests
     from siamese.diarizer import Diarizer
     from siamese.metrics import DER_SETTINGS, diarization_error

@@ -47,7 +47,6 @@ def prepare_manifests(config, run_dir):
 
 def make_pairs(manifests, config):
     """Fresh training pairs for every epoch, one fixed validation set; all seeded."""
-    import pandas as pd
 
     from data_prep.pairs import sample_pairs
 

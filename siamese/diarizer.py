@@ -79,9 +79,13 @@ class Diarizer:
         """Loads a tower (`.keras`, safe mode) and its sidecar settings; None = the shipped model."""
         import keras
 
+        import zipfile
+
         path = Path(path) if path is not None else DEFAULT_MODEL
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model file not found")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a .keras model file (not a zip archive)")
         settings = DiarizerSettings.from_file(sidecar_path(path)) if sidecar_path(path).is_file() else None
         try:
             tower = keras.saving.load_model(path, safe_mode=True, compile=False)

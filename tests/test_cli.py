@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from data_prep.simulate import read_rttm
+from data_prep.rttm import read_rttm
 from experiments.diarize import main as diarize_main
 from experiments.evaluate import main as evaluate_main
 from experiments.verify import main as verify_main

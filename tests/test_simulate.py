@@ -7,14 +7,8 @@ import pandas as pd
 import pytest
 
 from data_prep.manifest import write_manifest
-from data_prep.simulate import (
-    main,
-    read_rttm,
-    simulate_conversation,
-    turns_to_annotation,
-    write_conversations,
-    write_rttm,
-)
+from data_prep.rttm import read_rttm, write_rttm
+from data_prep.simulate import main, simulate_conversation, turns_to_annotation, write_conversations
 
 SR = 16000
 
