@@ -59,7 +59,7 @@ on same/different-speaker pairs. Released on {date.today().isoformat()} by `pyth
   {config['data']['test_speakers']} test speakers (the figures below only).
 
 ## Training
-- Command: `python -m experiments.train --config experiments/configs/{Path(config.get('_config_file', 'sincnet_default.yaml')).name}`
+- Command: `python -m experiments.train --config results/{name}/train_config.yaml` (the run's resolved config)
 - {facts['epochs_run']} epochs of {config['training']['pairs_per_epoch']} fresh pairs (batch {config['training']['batch_size']}),
   Adam {config['training']['learning_rate']}, margin {config['training']['margin']}; best validation loss at epoch
   {facts['best_epoch']} (validation pair accuracy {facts['best_val_pair_accuracy']:.1%} on 1 s crops).
@@ -154,6 +154,8 @@ def main(argv=None):
     results = Path("results") / args.name
     results.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(results / "per_file.csv", index=False, float_format="%.5f")
+    shutil.copyfile(run_dir / "config.yaml", results / "train_config.yaml")
+    shutil.copyfile(run_dir / "log.csv", results / "train_log.csv")
     facts = {**training_facts(run_dir), "train_speakers": int(manifests["train"]["speaker"].nunique())}
     report = {"model": str(model), "run": str(run_dir), "date": date.today().isoformat(), "training": facts,
               "settings": vars(diarizer.settings), "verification": verification, "diarization": summary, "speed": speed,

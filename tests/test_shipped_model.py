@@ -1,0 +1,54 @@
+"""The shipped model still works as measured: a guard against committing a broken or stale model."""
+
+import json
+
+import numpy as np
+
+from data_prep.rttm import read_rttm
+from siamese import Diarizer
+from siamese.metrics import DER_SETTINGS, diarization_error, equal_error_rate
+
+
+def test_sidecar_settings_are_calibrated(shipped_model):
+    settings = json.loads(shipped_model.with_suffix(".json").read_text())
+    assert settings["sample_rate"] == 16000 and settings["verification_threshold"] is not None
+    assert 0.0 < settings["threshold"] < 2.0  # embeddings are unit-norm, so distances lie in [0, 2]
+
+
+def test_readme_python_example(shipped_model, test_conversations):
+    annotation = Diarizer.load().diarize(test_conversations["wav_path"][0])
+    assert annotation.to_rttm().startswith("SPEAKER")
+
+
+def test_held_out_conversations_are_diarized_well(shipped_model, test_conversations):
+    """Oracle-count DER (full) on three test-speaker conversations; the card reports 20 of them."""
+    diarizer = Diarizer.load(shipped_model)
+    errors = scored = 0.0
+    for row in test_conversations.itertuples():
+        reference = read_rttm(row.rttm_path)[row.uri]
+        hypothesis = diarizer.diarize(row.wav_path, num_speakers=len(reference.labels()))
+        result = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])
+        errors, scored = errors + result["der"] * result["scored_s"], scored + result["scored_s"]
+    assert errors / scored < 0.30
+
+
+def test_test_speakers_are_separated(shipped_model, test_split):
+    """EER over 1.5 s crops of eight test speakers, two crops each from the middle of their utterance."""
+    from data_prep.audio import load_audio
+
+    diarizer = Diarizer.load(shipped_model)
+    rows = test_split["test"].drop_duplicates("speaker").head(8)
+    embeddings, speakers = [], []
+    for row in rows.itertuples():
+        audio = load_audio(row.path, 16000)
+        middle = len(audio) // 2
+        for start in (middle - 32000, middle + 8000):
+            embeddings.append(diarizer.embed_utterance(audio[start:start + 24000]))
+            speakers.append(row.speaker)
+    distances, labels = [], []
+    for i in range(len(embeddings)):
+        for j in range(i + 1, len(embeddings)):
+            distances.append(np.linalg.norm(embeddings[i] - embeddings[j]))
+            labels.append(int(speakers[i] == speakers[j]))
+    eer, _ = equal_error_rate(distances, labels)
+    assert eer < 0.25
