@@ -1,7 +1,7 @@
 """tf.data pipelines that feed pairs (and single crops) of raw waveform to Keras.
 
-Steps: pair indices -> parallel map (seek-read only the crop with soundfile,
-resample, reject near-silent crops, normalise level) -> batch -> prefetch.
+Steps: pair indices -> batch -> parallel map (decode with soundfile, resample,
+crop, reject near-silent crops, normalise level) -> prefetch.
 Every crop is a pure function of `(pair row, crop_seed)`, so the data is the
 same however many threads decode it.
 """
@@ -23,18 +23,24 @@ def frame_activity(audio, sample_rate, frame_s=0.02, dynamic_range_db=30.0, floo
     return float(np.mean(active))
 
 
-def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, attempts=4):
+def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, attempts=4, audio=None):
     """A `window_s` crop of an utterance, avoiding crops that are mostly silence.
 
     Up to `attempts` random offsets are tried; the first crop with at least
     `min_activity` active frames is kept, otherwise the most active one.
-    Utterances shorter than the window are zero-padded at the end.
+    Utterances shorter than the window are zero-padded at the end. With `audio`
+    (the whole utterance, already at `sample_rate`) crops are sliced from memory
+    instead of read from the file.
     """
     num_samples = int(round(window_s * sample_rate))
     best, best_activity = None, -1.0
     for _ in range(attempts):
         start_s = rng.uniform(0.0, max(0.0, duration_s - window_s))
-        crop = load_audio(path, sample_rate, start_s=start_s, duration_s=window_s)
+        if audio is None:
+            crop = load_audio(path, sample_rate, start_s=start_s, duration_s=window_s)
+        else:
+            start = int(round(start_s * sample_rate))
+            crop = audio[start:start + num_samples]
         crop = np.pad(crop[:num_samples], (0, max(0, num_samples - len(crop))))
         activity = frame_activity(crop, sample_rate)
         if activity > best_activity:
@@ -44,7 +50,7 @@ def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, 
     return normalize_level(best).astype(np.float32)
 
 
-def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False):
+def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False, cache_mb=2048):
     """A `tf.data.Dataset` of `((first, second), label)` batches.
 
     Args:
@@ -53,6 +59,10 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
         sample_rate: model rate in Hz; audio at other rates is resampled.
         window_s: crop length in seconds.
         batch_size: pairs per batch.
+        cache_mb: when the whole manifest, decoded at `sample_rate`, fits in this
+            many MB, each utterance is decoded once and crops are sliced from
+            memory; otherwise every crop is seek-read from its file. The choice is
+            made once for the whole manifest, so crops never depend on timing.
 
     Shapes: first, second `(batch, window_samples, 1)`, label `(batch,)`.
     """
@@ -61,19 +71,33 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
     paths = manifest["path"].astype(str).to_numpy()
     durations = manifest["duration_s"].to_numpy(dtype=float)
     num_samples = int(round(window_s * sample_rate))
+    use_cache = durations.sum() * sample_rate * 4 <= cache_mb * 2**20
+    cache = {}  # manifest row -> whole utterance at sample_rate; filled lazily by the loader threads
 
-    def load_pair(first, second, crop_seed):
-        rng = np.random.default_rng(int(crop_seed))
-        crops = [random_crop(paths[row], durations[row], window_s, sample_rate, rng) for row in (first, second)]
-        return crops[0][:, None], crops[1][:, None]
+    def crop(row, rng):
+        audio = None
+        if use_cache:
+            audio = cache.get(row)
+            if audio is None:
+                audio = cache[row] = load_audio(paths[row], sample_rate)
+        return random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=audio)
 
-    def tf_load_pair(first, second, label, crop_seed):
-        a, b = tf.numpy_function(load_pair, [first, second, crop_seed], [tf.float32, tf.float32], stateful=False)
-        a.set_shape((num_samples, 1))
-        b.set_shape((num_samples, 1))
+    def load_batch(first, second, crop_seed):
+        batch = np.zeros((2, len(first), num_samples, 1), np.float32)
+        for index, (a, b, seed) in enumerate(zip(first, second, crop_seed)):
+            rng = np.random.default_rng(int(seed))
+            batch[0, index, :, 0] = crop(a, rng)
+            batch[1, index, :, 0] = crop(b, rng)
+        return batch[0], batch[1]
+
+    def tf_load_batch(first, second, label, crop_seed):
+        a, b = tf.numpy_function(load_batch, [first, second, crop_seed], [tf.float32, tf.float32], stateful=False)
+        a.set_shape((None, num_samples, 1))
+        b.set_shape((None, num_samples, 1))
         return (a, b), tf.cast(label, tf.float32)
 
+    # Batch the indices first and decode a whole batch per call: far less per-element overhead.
     columns = tuple(pairs[name].to_numpy(dtype=np.int64) for name in ("first", "second", "label", "crop_seed"))
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
-    dataset = dataset.map(tf_load_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(tf_load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
