@@ -152,16 +152,20 @@ def load_audio(
 
 
 def _read_mono(sound: sf.SoundFile, num_frames: int) -> np.ndarray:
-    """Read up to ``num_frames`` frames from the current position, as mono."""
-    blocks = []
-    remaining = num_frames
-    while remaining > 0:
-        block = sound.read(min(_BLOCK_FRAMES, remaining), dtype="float32", always_2d=True)
+    """Read up to ``num_frames`` frames from the current position, as mono.
+
+    Blocks are written into one preallocated array, so a long file never
+    exists twice in memory (blocks plus their concatenation).
+    """
+    audio = np.empty(num_frames, dtype=np.float32)
+    filled = 0
+    while filled < num_frames:
+        block = sound.read(min(_BLOCK_FRAMES, num_frames - filled), dtype="float32", always_2d=True)
         if len(block) == 0:
             break
-        blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
-        remaining -= len(block)
-    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+        audio[filled:filled + len(block)] = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        filled += len(block)
+    return audio[:filled]
 
 
 def normalize_level(audio: np.ndarray, target_rms_db: float = -20.0) -> np.ndarray:

@@ -36,6 +36,8 @@ class DiarizerSettings:
     linkage: str = "average"  # scipy linkage method over Euclidean distances
     min_cluster_s: float = 2.0  # clusters with less speech than this are not speakers of their own
     batch_size: int = 128  # windows per forward pass
+    shared_frames: bool = True  # towers ending in statistics pooling: compute frames once, pool per window
+    max_cluster_points: int = 3000  # beyond this many windows, cluster averages of consecutive windows first
     vad: dict = field(default_factory=dict)  # keyword arguments of data_prep.vad.energy_vad
 
     @classmethod
@@ -73,6 +75,7 @@ class Diarizer:
     def __init__(self, tower, settings=None):
         self.tower = tower
         self.settings = settings or DiarizerSettings()
+        self._frame_split = None  # built on first use, see `frame_split`
 
     @classmethod
     def load(cls, path=None):
@@ -120,16 +123,75 @@ class Diarizer:
     def embed_windows(self, audio, starts):
         s = self.settings
         length = int(round(s.window_s * s.sample_rate))
-        padded = np.pad(audio, (0, length))
         embeddings = []
         for first in range(0, len(starts), s.batch_size):
-            batch = [
-                normalize_level(padded[int(round(t * s.sample_rate)):][:length])
-                for t in starts[first:first + s.batch_size]
-            ]
+            # Slices are views; only the last window of a file may need zero padding.
+            crops = (audio[int(round(t * s.sample_rate)):][:length] for t in starts[first:first + s.batch_size])
+            batch = [normalize_level(np.pad(crop, (0, length - len(crop)))) for crop in crops]
             batch = np.stack(batch).astype(np.float32)[..., None]  # shape: (batch, samples, 1)
             embeddings.append(np.asarray(self.tower(batch, training=False)))
         return np.concatenate(embeddings)  # shape: (num_windows, D)
+
+    def frame_split(self):
+        """`(frame_model, head_layers, samples_per_frame, epsilon)` if the tower pools statistics, else None.
+
+        Statistics pooling is the only layer that mixes time, so the layers before it
+        can run once over the whole recording and each window only pools its own
+        frames: overlapping windows then cost nothing extra.
+        """
+        if self._frame_split is None:
+            import keras
+
+            from sincnet_keras.pooling import StatisticsPooling
+
+            names = [layer.name for layer in self.tower.layers]
+            pools = [layer for layer in self.tower.layers if isinstance(layer, StatisticsPooling)]
+            split = False
+            if len(pools) == 1 and self.tower.input_shape[1] is None:
+                frame_model = keras.Model(self.tower.input, pools[0].input)
+                head = self.tower.layers[names.index(pools[0].name) + 1:]
+                one, two = (frame_model(np.zeros((1, n * self.settings.sample_rate, 1), np.float32)).shape[1] for n in (1, 2))
+                split = (frame_model, head, self.settings.sample_rate // (two - one), pools[0].epsilon)
+            self._frame_split = split
+        return self._frame_split or None
+
+    def embed_windows_shared(self, audio, starts, chunk_s=30.0, context_s=1.0):
+        """Same as `embed_windows`, but frames are computed once in fixed-size chunks."""
+        frame_model, head, hop, epsilon = self.frame_split()
+        s = self.settings
+        chunk = int(chunk_s * s.sample_rate) // hop * hop
+        context = int(context_s * s.sample_rate) // hop * hop
+        frames = None  # shape: (total_frames, channels), float32, filled chunk by chunk
+        for first in range(0, max(len(audio), 1), chunk):
+            # Each chunk carries `context` samples of real audio (or zeros) on both sides.
+            block = audio[max(0, first - context):first + chunk + context]
+            block = np.pad(block, (context - min(first, context), chunk + 2 * context - len(block) - context + min(first, context)))
+            block = block[None, :, None]  # shape: (1, chunk + 2 context, 1)
+            output = np.asarray(frame_model(block, training=False))[0]  # shape: (frames, channels)
+            if frames is None:
+                frames = np.empty((-(-len(audio) // chunk) * (chunk // hop), output.shape[1]), np.float32)
+            frames[first // hop:(first + chunk) // hop] = output[context // hop:(context + chunk) // hop]
+        length = max(1, int(round(s.window_s * s.sample_rate / hop)))
+        begin = np.clip(np.round(np.asarray(starts) * s.sample_rate / hop).astype(int), 0, len(frames) - 1)
+        end = np.minimum(begin + length, len(frames))
+        pooled = np.zeros((len(begin), 2 * frames.shape[1]), np.float32)  # shape: (windows, 2 channels)
+        # Mean and standard deviation of each window's frames from cumulative sums, taken over a few
+        # hundred windows at a time so the float64 sums stay small on long recordings.
+        for first in range(0, len(begin), 512):
+            rows = slice(first, first + 512)
+            low, high = begin[rows].min(), end[rows].max()
+            local = frames[low:high].astype(np.float64)
+            sums = np.concatenate([np.zeros((1, local.shape[1])), np.cumsum(local, axis=0)])
+            squares = np.concatenate([np.zeros((1, local.shape[1])), np.cumsum(local**2, axis=0)])
+            b, e = begin[rows] - low, end[rows] - low
+            count = (e - b)[:, None]
+            mean = (sums[e] - sums[b]) / count
+            variance = np.maximum((squares[e] - squares[b]) / count - mean**2, 0.0)
+            pooled[rows] = np.concatenate([mean, np.sqrt(variance + epsilon)], axis=1)
+        x = pooled
+        for layer in head:
+            x = layer(x)
+        return np.asarray(x)
 
     def embed(self, audio_or_path):
         """Speech regions, window starts and one embedding per window (see `Windows`)."""
@@ -139,7 +201,9 @@ class Diarizer:
         if not regions:
             return Windows(np.zeros(0), [], np.zeros(0, int), np.zeros((0, 0), np.float32))
         starts, region_of = self.window_starts(regions, duration_s)
-        return Windows(starts, regions, region_of, self.embed_windows(audio, starts))
+        shared = self.settings.shared_frames and self.frame_split()
+        embeddings = self.embed_windows_shared(audio, starts) if shared else self.embed_windows(audio, starts)
+        return Windows(starts, regions, region_of, embeddings)
 
     def embed_utterance(self, audio_or_path):
         """One embedding for a whole file: the mean of its speech windows' embeddings.
@@ -167,17 +231,27 @@ class Diarizer:
         A cluster with less than `min_cluster_s` of windows is not taken as a speaker
         (it is usually overlap, noise or a boundary window): its windows join the
         nearest large cluster's centroid.
+
+        The distance matrix grows with the square of the number of windows, so
+        beyond `max_cluster_points` windows (long recordings) consecutive windows
+        are averaged into that many points first, and after clustering every
+        window goes to its nearest speaker centroid: memory stays bounded and the
+        labels keep the window resolution.
         """
         s = self.settings
         count = len(embeddings)
         if count <= 1:
             return np.zeros(count, dtype=int)
-        distances = pdist(embeddings, metric="euclidean")  # condensed (count * (count - 1) / 2,)
+        group = int(np.ceil(count / s.max_cluster_points))
+        points = embeddings
+        if group > 1:
+            points = np.add.reduceat(embeddings, np.arange(0, count, group), axis=0) / group  # (count / group, D)
+        distances = pdist(points, metric="euclidean")  # condensed (points * (points - 1) / 2,)
         tree = linkage(distances, method=s.linkage)
-        min_size = max(1, int(np.ceil(s.min_cluster_s / s.hop_s)))
+        min_size = max(1, int(np.ceil(s.min_cluster_s / s.hop_s / group)))
         if num_speakers is not None:
-            target = min(num_speakers, count)
-            for clusters in range(target, count + 1):  # finer cuts until `target` clusters are large
+            target = min(num_speakers, len(points))
+            for clusters in range(target, len(points) + 1):  # finer cuts until `target` clusters are large
                 labels = fcluster(tree, t=clusters, criterion="maxclust")
                 sizes = np.bincount(labels)
                 if np.sum(sizes >= min_size) >= target:
@@ -190,8 +264,12 @@ class Diarizer:
             if len(keep) == 0:
                 keep = np.array([np.argmax(sizes)])
         keep = keep[sizes[keep] > 0]
-        centroids = np.stack([embeddings[labels == label].mean(axis=0) for label in keep])
-        nearest = keep[np.argmin(((embeddings[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)]
+        centroids = np.stack([points[labels == label].mean(axis=0) for label in keep])  # shape: (speakers, D)
+        if group > 1:
+            points, labels = embeddings, np.full(count, -1)  # every window goes to its nearest centroid
+        # Squared distances to the centroids without a (points, speakers, D) array.
+        squared = (points**2).sum(1)[:, None] - 2 * points @ centroids.T + (centroids**2).sum(1)[None]
+        nearest = keep[np.argmin(squared, axis=1)]
         labels = np.where(np.isin(labels, keep), labels, nearest)
         # Relabel by order of first appearance, so "spk0" speaks first.
         _, first_seen = np.unique(labels, return_index=True)

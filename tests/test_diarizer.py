@@ -168,3 +168,18 @@ def test_diarize_noise_labels_speech(tiny_diarizer):
     assert annotation.uri == "noise"
     assert annotation.labels() == ["spk0"]
     assert annotation.get_timeline().duration() == pytest.approx(3.0, abs=0.1)
+
+
+def test_long_recordings_cluster_in_two_stages_with_bounded_memory():
+    """20,000 windows of three speakers in long turns: the two-stage path keeps every window's label."""
+    rng = np.random.default_rng(7)
+    centres = np.eye(3, 8) * 3.0
+    truth = np.repeat(np.tile([0, 1, 2], 20), 20000 // 60 + 1)[:20000]
+    embeddings = centres[truth] + rng.normal(0, 0.1, (20000, 8))
+    settings = DiarizerSettings(threshold=1.0, hop_s=0.25, max_cluster_points=1000)
+    labels = Diarizer(None, settings).cluster(embeddings)
+    assert labels.shape == (20000,) and len(set(labels.tolist())) == 3
+    mapping = {true: labels[np.flatnonzero(truth == true)[0]] for true in range(3)}
+    assert np.mean(labels == np.vectorize(mapping.get)(truth)) > 0.99
+    oracle = Diarizer(None, settings).cluster(embeddings, num_speakers=3)
+    assert np.array_equal(oracle, labels)

@@ -52,3 +52,22 @@ def test_test_speakers_are_separated(shipped_model, test_split):
             labels.append(int(speakers[i] == speakers[j]))
     eer, _ = equal_error_rate(distances, labels)
     assert eer < 0.25
+
+
+def test_shared_frames_match_per_window_embeddings(shipped_model, test_conversations):
+    """Pooling frames computed once per recording gives the embeddings of separate windows,
+    up to the zero padding that separate windows see at their edges."""
+    diarizer = Diarizer.load(shipped_model)
+    audio = diarizer.load_audio(test_conversations["wav_path"][0])
+    starts = np.arange(0.0, len(audio) / 16000 - 1.0, 0.5)
+    shared = diarizer.embed_windows_shared(audio, starts)
+    separate = diarizer.embed_windows(audio, starts)
+    cosine = np.sum(shared * separate, axis=1)  # both unit-norm
+    assert shared.shape == separate.shape and np.mean(cosine) > 0.95
+
+
+def test_flatten_towers_have_no_shared_frames():
+    from sincnet_keras import build_encoder
+
+    assert Diarizer(build_encoder("original")).frame_split() is None
+    assert Diarizer(build_encoder("tiny"), None).frame_split() is not None
