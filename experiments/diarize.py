@@ -39,18 +39,18 @@ def main(argv=None):
     from data_prep.rttm import write_rttm
     from siamese.diarizer import Diarizer
 
-    stems = [Path(path).stem for path in args.audio]
-    duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if duplicates:
-        print(f"error: several inputs share the output name(s) {duplicates}; rename them", file=sys.stderr)
-        return 1
     try:
         diarizer = Diarizer.load(args.model)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    failures = 0
+    failures, written = 0, {}
     for path in args.audio:
+        if Path(path).stem in written:  # one output per stem: never overwrite an earlier input's result
+            print(f"error: {path}: same output name as {written[Path(path).stem]}; skipped", file=sys.stderr)
+            failures += 1
+            continue
+        written[Path(path).stem] = path
         started = time.perf_counter()
         try:
             # RTTM fields are space-separated, so a stem's blanks become underscores in the file id.

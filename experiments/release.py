@@ -128,8 +128,12 @@ def main(argv=None):
                         seed=VAL_SEED, sample_rate=rate)
     val_trials = write_trials(manifests["val"], heldout / "val_trials", sample_rate=rate, seed=TRIALS_SEED)
     val_recordings = annotated_recordings(heldout / "val_conversations", heldout / "val_conversations")
-    calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02))
-    diarizer.settings.verification_threshold = round(score_trials(diarizer, val_trials)["eer_threshold"], 4)
+    val_der = calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02))
+    val_verification = score_trials(diarizer, val_trials)
+    diarizer.settings.verification_threshold = round(val_verification["eer_threshold"], 4)
+    calibration = {"val_der_full_estimated": val_der, "val_eer": val_verification["eer"],
+                   "val_conversations": args.val_conversations}
+    print(f"validation: DER full (estimated count) {val_der:.2%}, EER {val_verification['eer']:.2%}")
     with atomic_path(sidecar_path(model)) as tmp:
         diarizer.settings.to_file(tmp)
 
@@ -158,7 +162,7 @@ def main(argv=None):
     shutil.copyfile(run_dir / "log.csv", results / "train_log.csv")
     facts = {**training_facts(run_dir), "train_speakers": int(manifests["train"]["speaker"].nunique())}
     report = {"model": str(model), "run": str(run_dir), "date": date.today().isoformat(), "training": facts,
-              "settings": vars(diarizer.settings), "verification": verification, "diarization": summary, "speed": speed,
+              "settings": vars(diarizer.settings), "calibration": calibration, "verification": verification, "diarization": summary, "speed": speed,
               "command": f"python -m experiments.release --run {args.run} --name {args.name}"}
     (results / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     (results / "summary.md").write_text(markdown(summary, verification))

@@ -99,9 +99,20 @@ class Diarizer:
 
     # 1. Audio in, windows out.
     def load_audio(self, audio_or_path):
+        """Mono float32 at the model rate, scaled to a peak of 0.9.
+
+        The tower does not depend on level (LayerNorm follows the sinc filters), but
+        the speech detector's absolute floor does: scaling first lets a recording made
+        with a low gain be diarized. Digital silence stays silent.
+        """
         if isinstance(audio_or_path, (str, Path)):
-            return load_audio(audio_or_path, self.settings.sample_rate)
-        return np.asarray(audio_or_path, dtype=np.float32)
+            audio = load_audio(audio_or_path, self.settings.sample_rate)
+        else:
+            audio = np.array(audio_or_path, dtype=np.float32)
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if peak > 0.0:
+            audio *= 0.9 / peak
+        return audio
 
     def window_starts(self, regions, duration_s):
         """Window starts covering each speech region; short regions get one centred window."""

@@ -88,3 +88,22 @@ def test_every_command_has_help():
                    "data_prep.trials"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage" in result.stdout, module
+
+
+def test_diarize_same_stem_twice_keeps_the_first_and_reports_the_second(tmp_path, shipped_model, test_conversations):
+    first = test_conversations["wav_path"][0]
+    copy = tmp_path / "elsewhere" / first.rsplit("/", 1)[-1].replace(".wav", ".flac")
+    copy.parent.mkdir()
+    sf.write(copy, sf.read(first)[0], 16000)
+    code = diarize_main([first, str(copy), "--out-dir", str(tmp_path / "out")])
+    assert code == 1
+    assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+def test_diarize_a_quiet_recording(tmp_path, shipped_model, test_conversations):
+    """A recording made with a low gain (-60 dB) is still diarized: the level does not matter."""
+    audio, rate = sf.read(test_conversations["wav_path"][0], dtype="float32")
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, audio * 0.001, rate, subtype="FLOAT")
+    assert diarize_main([str(quiet), "--out-dir", str(tmp_path), "--num-speakers", "2"]) == 0
+    assert len(read_rttm(tmp_path / "quiet.rttm")["quiet"].labels()) == 2
