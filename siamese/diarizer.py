@@ -38,6 +38,9 @@ class DiarizerSettings:
     batch_size: int = 128  # windows per forward pass
     shared_frames: bool = True  # towers ending in statistics pooling: compute frames once, pool per window
     max_cluster_points: int = 3000  # beyond this many windows, cluster averages of consecutive windows first
+    speaker_count: str = "threshold"  # without a given count: "threshold" (cut the dendrogram) or "eigengap"
+    eigengap_prune: float = 0.2  # eigengap: share of each window's strongest affinities kept
+    max_speakers: int = 10  # eigengap: largest count considered
     vad: dict = field(default_factory=dict)  # keyword arguments of data_prep.vad.energy_vad
 
     @classmethod
@@ -58,6 +61,29 @@ class Windows:
     regions: list  # [(start_s, end_s)] speech regions, in seconds
     region_of: np.ndarray  # shape: (num_windows,), index into regions
     embeddings: np.ndarray  # shape: (num_windows, D)
+
+
+def eigengap_speaker_count(embeddings, max_speakers=10, prune=0.2):
+    """Number of speakers from the largest gap in the Laplacian spectrum of a pruned affinity matrix.
+
+    Affinity is the clipped dot product of (unit-norm) embeddings; each row keeps only
+    its `prune` share of strongest affinities, which sharpens the block structure
+    (Park et al., "Auto-tuning spectral clustering for speaker diarization", 2019).
+    """
+    from scipy.linalg import eigh
+
+    count = len(embeddings)
+    if count < 3:
+        return 1
+    affinity = np.clip(embeddings @ embeddings.T, 0.0, None)  # shape: (count, count)
+    np.fill_diagonal(affinity, 0.0)
+    weakest = np.argsort(affinity, axis=1)[:, :-max(1, int(count * prune))]
+    np.put_along_axis(affinity, weakest, 0.0, axis=1)
+    affinity = (affinity + affinity.T) / 2
+    laplacian = np.diag(affinity.sum(axis=1)) - affinity
+    top = min(max_speakers, count - 1)
+    eigenvalues = eigh(laplacian, eigvals_only=True, subset_by_index=[0, top])
+    return int(np.argmax(np.diff(eigenvalues)[:max_speakers]) + 1)
 
 
 def sidecar_path(model_path):
@@ -257,6 +283,10 @@ class Diarizer:
         points = embeddings
         if group > 1:
             points = np.add.reduceat(embeddings, np.arange(0, count, group), axis=0) / group  # (count / group, D)
+        if num_speakers is None and s.speaker_count == "eigengap":
+            num_speakers = eigengap_speaker_count(points, s.max_speakers, s.eigengap_prune)
+        elif s.speaker_count not in ("threshold", "eigengap"):
+            raise ValueError(f"speaker_count must be 'threshold' or 'eigengap', got {s.speaker_count!r}")
         distances = pdist(points, metric="euclidean")  # condensed (points * (points - 1) / 2,)
         tree = linkage(distances, method=s.linkage)
         min_size = max(1, int(np.ceil(s.min_cluster_s / s.hop_s / group)))

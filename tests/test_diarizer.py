@@ -183,3 +183,18 @@ def test_long_recordings_cluster_in_two_stages_with_bounded_memory():
     assert np.mean(labels == np.vectorize(mapping.get)(truth)) > 0.99
     oracle = Diarizer(None, settings).cluster(embeddings, num_speakers=3)
     assert np.array_equal(oracle, labels)
+
+
+def test_eigengap_counts_well_separated_speakers():
+    from siamese.diarizer import eigengap_speaker_count
+
+    rng = np.random.default_rng(3)
+    centres = np.eye(4, 16)
+    for speakers in (2, 3, 4):
+        points = centres[np.repeat(np.arange(speakers), 30)] + rng.normal(0, 0.05, (30 * speakers, 16))
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+        assert eigengap_speaker_count(points, max_speakers=8, prune=0.2) == speakers
+    diarizer = Diarizer(None, DiarizerSettings(speaker_count="eigengap", hop_s=0.25))
+    assert len(set(diarizer.cluster(points).tolist())) == 4
+    with pytest.raises(ValueError):
+        Diarizer(None, DiarizerSettings(speaker_count="guess")).cluster(points)
