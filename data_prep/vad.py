@@ -1,18 +1,32 @@
-"""Energy-based voice activity detection.
+"""Voice activity detection: energy, WebRTC and Silero detectors.
 
-Good enough for clean read speech (LibriSpeech): it trims leading/trailing
-silence and finds pauses. The threshold is relative to the loud frames of the
-same signal, so it does not depend on the recording level, with an absolute
-floor so that digital silence or faint noise is never called speech.
+:func:`energy_vad` is good enough for clean read speech (LibriSpeech): it trims
+leading/trailing silence and finds pauses. The threshold is relative to the
+loud frames of the same signal, so it does not depend on the recording level,
+with an absolute floor so that digital silence or faint noise is never called
+speech.
+
+:func:`webrtc_vad` (package ``webrtcvad-wheels``) and :func:`silero_vad`
+(Silero's ONNX model run with ``onnxruntime``; the model file comes from the
+``silero-vad`` wheel, installed with ``pip install --no-deps silero-vad==6.2.3``
+so that torch is never pulled in) classify fixed frames with a trained model.
+All three share the same region merging (short pauses bridged, then short
+regions dropped) and return ``[(start_s, end_s)]``. :func:`speech_regions`
+picks one by name; ``python -m experiments.compare_vad`` measures them.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 # Frames are processed in chunks of this many, bounding temporary memory on
 # long (hours) recordings while staying vectorised.
 _CHUNK_FRAMES = 8192
+
+# The WebRTC and Silero detectors run at 16 kHz.
+_MODEL_RATE = 16000
 
 
 def frame_energy_db(
@@ -43,6 +57,69 @@ def frame_energy_db(
         chunk = frames[first : first + _CHUNK_FRAMES].astype(np.float64)
         energy[first : first + len(chunk)] = np.einsum("ij,ij->i", chunk, chunk) / frame
     return 10.0 * np.log10(energy + 1e-12)
+
+
+def _merge_frames(
+    is_speech: np.ndarray,
+    *,
+    hop_s: float,
+    start_offset_s: float,
+    end_offset_s: float,
+    duration_s: float,
+    min_speech_s: float,
+    min_silence_s: float,
+) -> list[tuple[float, float]]:
+    """Turn per-frame speech decisions into merged speech regions.
+
+    A run of speech frames ``first..last`` (inclusive) spans
+    ``[first * hop_s + start_offset_s, last * hop_s + end_offset_s]``, clipped
+    to ``[0, duration_s]``. Silences shorter than ``min_silence_s`` are bridged,
+    then regions shorter than ``min_speech_s`` are dropped.
+
+    Args:
+        is_speech: 1-D boolean decision per frame.
+        hop_s: Time between frame starts in seconds.
+        start_offset_s: Start of frame 0's share of time, in seconds.
+        end_offset_s: End of frame 0's share of time, in seconds.
+        duration_s: Length of the signal in seconds.
+        min_speech_s: Shortest speech region kept, in seconds.
+        min_silence_s: Shortest pause kept between regions, in seconds.
+
+    Returns:
+        Sorted, non-overlapping ``(start_s, end_s)`` regions.
+    """
+    padded = np.concatenate([[False], np.asarray(is_speech, dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    first, last = edges[0::2], edges[1::2] - 1  # frame index ranges, inclusive
+    if first.size == 0:
+        return []
+    starts = np.maximum(first * hop_s + start_offset_s, 0.0)
+    ends = np.minimum(last * hop_s + end_offset_s, duration_s)
+    keep_gap = (starts[1:] - ends[:-1]) >= min_silence_s
+    starts = starts[np.concatenate([[True], keep_gap])]
+    ends = ends[np.concatenate([keep_gap, [True]])]
+    long_enough = (ends - starts) >= min_speech_s
+    return [(float(s), float(e)) for s, e in zip(starts[long_enough], ends[long_enough])]
+
+
+def _check_input(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """1-D float32 view of ``audio``; ValueError for bad shape or rate."""
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be 1-D, got shape {audio.shape}")
+    if sample_rate <= 0:
+        raise ValueError("sample_rate must be positive")
+    return np.asarray(audio, dtype=np.float32)
+
+
+def _to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` resampled to 16 kHz with soxr (unchanged if already 16 kHz)."""
+    if sample_rate == _MODEL_RATE:
+        return audio
+    import soxr
+
+    return np.asarray(soxr.resample(audio, sample_rate, _MODEL_RATE, quality="HQ"), dtype=np.float32)
+
 
 
 def energy_vad(
@@ -88,20 +165,17 @@ def energy_vad(
         return []
     energy_db = frame_energy_db(audio, sample_rate, frame_s=frame_s, hop_s=hop_s)
     threshold = max(np.percentile(energy_db, 95) + threshold_db, abs_floor_db)
-    is_speech = np.concatenate([[False], energy_db > threshold, [False]])
-    edges = np.flatnonzero(np.diff(is_speech.astype(np.int8)))
-    first, last = edges[0::2], edges[1::2] - 1  # frame index ranges, inclusive
-    if first.size == 0:
-        return []
     frame_len_s = max(1, int(round(frame_s * sample_rate))) / sample_rate
     hop_len_s = max(1, int(round(hop_s * sample_rate))) / sample_rate
-    starts = np.maximum(first * hop_len_s + (frame_len_s - hop_len_s) / 2, 0.0)
-    ends = np.minimum(last * hop_len_s + (frame_len_s + hop_len_s) / 2, audio.size / sample_rate)
-    keep_gap = (starts[1:] - ends[:-1]) >= min_silence_s
-    starts = starts[np.concatenate([[True], keep_gap])]
-    ends = ends[np.concatenate([keep_gap, [True]])]
-    long_enough = (ends - starts) >= min_speech_s
-    return [(float(s), float(e)) for s, e in zip(starts[long_enough], ends[long_enough])]
+    return _merge_frames(
+        energy_db > threshold,
+        hop_s=hop_len_s,
+        start_offset_s=(frame_len_s - hop_len_s) / 2,
+        end_offset_s=(frame_len_s + hop_len_s) / 2,
+        duration_s=audio.size / sample_rate,
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+    )
 
 
 def speech_mask(audio: np.ndarray, sample_rate: int, **vad_kwargs) -> np.ndarray:
@@ -119,3 +193,245 @@ def speech_mask(audio: np.ndarray, sample_rate: int, **vad_kwargs) -> np.ndarray
     for start_s, end_s in energy_vad(audio, sample_rate, **vad_kwargs):
         mask[int(round(start_s * sample_rate)) : int(round(end_s * sample_rate))] = True
     return mask
+
+
+def webrtc_vad(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    aggressiveness: int = 2,
+    frame_ms: int = 30,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.3,
+) -> list[tuple[float, float]]:
+    """Find speech regions with the WebRTC voice activity detector.
+
+    The audio is resampled to 16 kHz (soxr) unless already there, converted to
+    16-bit PCM and classified in consecutive ``frame_ms`` frames (the last,
+    partial frame is zero-padded). Speech frames are merged as in
+    :func:`energy_vad`: silences shorter than ``min_silence_s`` are bridged,
+    then regions shorter than ``min_speech_s`` are dropped.
+
+    Args:
+        audio: 1-D samples in [-1, 1] (values outside are clipped).
+        sample_rate: Sample rate in Hz.
+        aggressiveness: 0 (least) to 3 (most aggressive in rejecting non-speech).
+        frame_ms: Frame length, 10, 20 or 30 ms.
+        min_speech_s: Shortest speech region kept, in seconds.
+        min_silence_s: Shortest pause kept between regions, in seconds.
+
+    Returns:
+        Sorted, non-overlapping ``(start_s, end_s)`` regions; [] for silence.
+
+    Raises:
+        ImportError: If ``webrtcvad-wheels`` is not installed.
+        ValueError: Bad audio shape, rate, aggressiveness or frame length.
+    """
+    audio = _check_input(audio, sample_rate)
+    if aggressiveness not in (0, 1, 2, 3):
+        raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness}")
+    if frame_ms not in (10, 20, 30):
+        raise ValueError(f"frame_ms must be 10, 20 or 30, got {frame_ms}")
+    try:
+        import webrtcvad
+    except ImportError:
+        raise ImportError("webrtc_vad needs the webrtcvad module: pip install webrtcvad-wheels") from None
+    if audio.size == 0:
+        return []
+    duration_s = audio.size / sample_rate
+    audio = _to_16k(audio, sample_rate)
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+    if not pcm.any():  # digital silence
+        return []
+    frame = _MODEL_RATE * frame_ms // 1000
+    num_frames = -(-pcm.size // frame)
+    pcm = np.pad(pcm, (0, num_frames * frame - pcm.size))
+    vad = webrtcvad.Vad(aggressiveness)
+    data = pcm.tobytes()
+    step = 2 * frame  # bytes per frame
+    is_speech = np.fromiter(
+        (vad.is_speech(data[i * step : (i + 1) * step], _MODEL_RATE) for i in range(num_frames)),
+        dtype=bool,
+        count=num_frames,
+    )
+    hop_s = frame / _MODEL_RATE
+    return _merge_frames(
+        is_speech,
+        hop_s=hop_s,
+        start_offset_s=0.0,
+        end_offset_s=hop_s,
+        duration_s=duration_s,
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+    )
+
+
+_SILERO_INSTALL = (
+    "silero_vad needs onnxruntime and the silero-vad package's ONNX model: "
+    "pip install onnxruntime && pip install --no-deps silero-vad==6.2.3 "
+    "(--no-deps: silero-vad depends on torch, which is not needed here)"
+)
+# Model file inside the silero-vad wheel (the package's default ONNX model,
+# opset 16, 8 and 16 kHz). Found through the distribution's file list: importing
+# the silero_vad package itself would import torch.
+_SILERO_MODEL = "silero_vad/data/silero_vad.onnx"
+# The model takes 512-sample chunks at 16 kHz, each prefixed with the last 64
+# samples of the previous chunk (zeros before the first); recurrent state is
+# carried from one call to the next.
+_SILERO_CHUNK = 512
+_SILERO_CONTEXT = 64
+
+
+def _silero_model_path() -> str:
+    """Path of the Silero ONNX model shipped in the installed silero-vad wheel."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("silero-vad")
+    except metadata.PackageNotFoundError:
+        raise ImportError(_SILERO_INSTALL) from None
+    for file in dist.files or ():
+        if file.as_posix() == _SILERO_MODEL:
+            path = dist.locate_file(file)
+            if path.is_file():
+                return str(path)
+    raise ImportError(f"{_SILERO_MODEL} not found in the installed silero-vad; {_SILERO_INSTALL}")
+
+
+@functools.lru_cache(maxsize=1)
+def _silero_session():
+    """The (cached) onnxruntime CPU session for Silero VAD, one thread."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(_SILERO_INSTALL) from None
+    path = _silero_model_path()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def silero_probabilities(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Silero VAD speech probability of each 32 ms chunk (512 samples at 16 kHz).
+
+    Streaming inference, one ONNX call per chunk: the audio is resampled to
+    16 kHz if needed, zero-padded to whole chunks, and each chunk is fed with
+    the previous chunk's last 64 samples in front and the recurrent state the
+    previous call returned. Input and output names and the state's shape are
+    read from the session.
+
+    Args:
+        audio: 1-D samples in [-1, 1].
+        sample_rate: Sample rate in Hz.
+
+    Returns:
+        float32 array, one probability per chunk (empty for empty audio).
+
+    Raises:
+        ImportError: If onnxruntime or silero-vad is not installed.
+        ValueError: Bad audio shape or rate.
+    """
+    audio = _check_input(audio, sample_rate)
+    session = _silero_session()
+    if audio.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    audio = _to_16k(audio, sample_rate)
+    inputs = {item.name: item for item in session.get_inputs()}
+    missing = {"input", "state", "sr"} - set(inputs)
+    if missing:
+        raise RuntimeError(f"unexpected Silero ONNX inputs {sorted(inputs)} (missing {sorted(missing)})")
+    prob_name, state_name = (item.name for item in session.get_outputs()[:2])
+    state_shape = [dim if isinstance(dim, int) else 1 for dim in inputs["state"].shape]  # (2, batch=1, 128)
+    state = np.zeros(state_shape, dtype=np.float32)
+    rate = np.array(_MODEL_RATE, dtype=np.int64)
+    num_chunks = -(-audio.size // _SILERO_CHUNK)
+    padded = np.zeros(_SILERO_CONTEXT + num_chunks * _SILERO_CHUNK, dtype=np.float32)
+    padded[_SILERO_CONTEXT : _SILERO_CONTEXT + audio.size] = audio
+    window = _SILERO_CONTEXT + _SILERO_CHUNK
+    probabilities = np.empty(num_chunks, dtype=np.float32)
+    for i in range(num_chunks):
+        start = i * _SILERO_CHUNK  # chunk i with its 64 context samples in front
+        chunk = padded[start : start + window][None, :]
+        prob, state = session.run([prob_name, state_name], {"input": chunk, "state": state, "sr": rate})
+        probabilities[i] = prob.reshape(-1)[0]
+    return probabilities
+
+
+def silero_vad(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold: float = 0.5,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.3,
+) -> list[tuple[float, float]]:
+    """Find speech regions with the Silero VAD model (ONNX, CPU).
+
+    Chunks of 32 ms whose speech probability (:func:`silero_probabilities`)
+    exceeds ``threshold`` are speech; they are merged as in
+    :func:`energy_vad`: silences shorter than ``min_silence_s`` are bridged,
+    then regions shorter than ``min_speech_s`` are dropped.
+
+    Needs ``onnxruntime`` and the model file of the ``silero-vad`` package,
+    installed without its torch dependency:
+    ``pip install --no-deps silero-vad==6.2.3``.
+
+    Args:
+        audio: 1-D samples in [-1, 1].
+        sample_rate: Sample rate in Hz.
+        threshold: Speech probability above which a chunk is speech.
+        min_speech_s: Shortest speech region kept, in seconds.
+        min_silence_s: Shortest pause kept between regions, in seconds.
+
+    Returns:
+        Sorted, non-overlapping ``(start_s, end_s)`` regions; [] for silence.
+
+    Raises:
+        ImportError: If onnxruntime or silero-vad is not installed.
+        ValueError: Bad audio shape, rate or threshold.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    audio = _check_input(audio, sample_rate)
+    if audio.size == 0:
+        return []
+    probabilities = silero_probabilities(audio, sample_rate)
+    hop_s = _SILERO_CHUNK / _MODEL_RATE
+    return _merge_frames(
+        probabilities > threshold,
+        hop_s=hop_s,
+        start_offset_s=0.0,
+        end_offset_s=hop_s,
+        duration_s=audio.size / sample_rate,
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+    )
+
+
+SPEECH_DETECTORS = {"energy": energy_vad, "webrtc": webrtc_vad, "silero": silero_vad}
+
+
+def speech_regions(
+    audio: np.ndarray, sample_rate: int, method: str = "energy", **kwargs
+) -> list[tuple[float, float]]:
+    """Speech regions from the detector named ``method``.
+
+    Args:
+        audio: 1-D samples in [-1, 1].
+        sample_rate: Sample rate in Hz.
+        method: "energy" (:func:`energy_vad`), "webrtc" (:func:`webrtc_vad`)
+            or "silero" (:func:`silero_vad`).
+        **kwargs: Passed on to the detector.
+
+    Returns:
+        Sorted, non-overlapping ``(start_s, end_s)`` regions.
+
+    Raises:
+        ValueError: If ``method`` is not one of the detectors.
+    """
+    try:
+        detector = SPEECH_DETECTORS[method]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown speech detection method {method!r}; choose from {sorted(SPEECH_DETECTORS)}") from None
+    return detector(audio, sample_rate, **kwargs)
