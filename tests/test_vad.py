@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from data_prep.audio import load_audio
-from data_prep.vad import energy_vad, speech_mask
+from data_prep.vad import (
+    energy_vad,
+    silero_vad,
+    speech_mask,
+    speech_regions,
+    webrtc_vad,
+)
 
 SR = 16000
 
@@ -56,3 +64,120 @@ def test_long_input_is_fast():
     audio = np.random.default_rng(2).normal(0, 0.1, 600 * SR).astype(np.float32)  # 10 min
     regions = energy_vad(audio, SR)
     assert regions == [(pytest.approx(0.0, abs=0.02), pytest.approx(600.0, abs=0.02))]
+
+
+
+def _silero_installed() -> bool:
+    from importlib import metadata
+    from importlib.util import find_spec
+
+    try:
+        metadata.distribution("silero-vad")
+    except metadata.PackageNotFoundError:
+        return False
+    return find_spec("onnxruntime") is not None
+
+
+# silero-vad is installed apart from requirements.txt (pip install --no-deps silero-vad==6.2.3).
+TRAINED = ["webrtc", pytest.param("silero", marks=pytest.mark.skipif(
+    not _silero_installed(), reason="pip install --no-deps silero-vad==6.2.3 (and onnxruntime)"))]
+
+
+@pytest.mark.parametrize("method", TRAINED)
+def test_trained_detectors_silence_gives_no_regions(method):
+    assert speech_regions(np.zeros(3 * SR, np.float32), SR, method) == []
+    assert speech_regions(np.zeros(0, np.float32), SR, method) == []
+
+
+@pytest.fixture(scope="module")
+def real_speech(real_flac):
+    """The real utterance at 16 kHz and the energy detector's regions on it."""
+    audio = load_audio(real_flac, SR)
+    return audio, energy_vad(audio, SR)
+
+
+def _covered_s(regions, others) -> float:
+    """Seconds of ``others`` inside ``regions`` (both non-overlapping lists)."""
+    return sum(max(0.0, min(e, oe) - max(s, os_)) for s, e in regions for os_, oe in others)
+
+
+@pytest.mark.parametrize("method", TRAINED)
+def test_trained_detectors_find_real_speech(method, real_speech):
+    audio, energy_regions = real_speech
+    regions = speech_regions(audio, SR, method)
+    duration_s = len(audio) / SR
+    assert regions and all(0 <= s < e <= duration_s for s, e in regions)
+    assert all(e1 < s2 for (_, e1), (s2, _) in itertools.pairwise(regions))
+    energy_s = sum(e - s for s, e in energy_regions)
+    assert _covered_s(regions, energy_regions) > 0.7 * energy_s
+
+
+@pytest.mark.parametrize("method", TRAINED)
+def test_trained_detectors_skip_leading_silence(method, real_speech):
+    audio, _ = real_speech
+    silence = np.zeros(SR, np.float32)
+    padded = np.concatenate([silence, audio, silence])
+    regions = speech_regions(padded, SR, method)
+    assert regions and regions[0][0] >= 0.8
+    assert regions[-1][1] <= len(padded) / SR - 0.8
+
+
+def test_webrtc_resamples(real_speech):
+    audio, _ = real_speech
+    regions_16k = webrtc_vad(audio, SR)
+    regions_8k = webrtc_vad(audio[::2], SR // 2)  # resampled to 16 kHz inside
+    assert _covered_s(regions_8k, regions_16k) > 0.8 * sum(e - s for s, e in regions_16k)
+
+
+def test_webrtc_rejects_bad_settings():
+    with pytest.raises(ValueError, match="aggressiveness"):
+        webrtc_vad(np.zeros(SR, np.float32), SR, aggressiveness=4)
+    with pytest.raises(ValueError, match="frame_ms"):
+        webrtc_vad(np.zeros(SR, np.float32), SR, frame_ms=25)
+
+
+def test_silero_threshold_checked():
+    with pytest.raises(ValueError, match="threshold"):
+        silero_vad(np.zeros(SR, np.float32), SR, threshold=1.5)
+
+
+def test_silero_missing_package_says_how_to_install(monkeypatch):
+    from importlib import metadata
+
+    from data_prep import vad
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    vad._silero_session.cache_clear()
+    monkeypatch.setattr(metadata, "distribution", not_installed)
+    try:
+        with pytest.raises(ImportError, match=r"pip install --no-deps silero-vad==6\.2\.3"):
+            silero_vad(np.zeros(SR, np.float32), SR)
+    finally:
+        vad._silero_session.cache_clear()
+
+
+def test_dispatcher(real_speech):
+    audio, energy_regions = real_speech
+    assert speech_regions(audio, SR) == energy_regions
+    assert speech_regions(audio, SR, "energy", threshold_db=-30) == energy_vad(audio, SR, threshold_db=-30)
+    with pytest.raises(ValueError, match="unknown speech detection method 'pitch'"):
+        speech_regions(audio, SR, "pitch")
+
+
+def test_compare_vad_cli(tmp_path, write_test_wav, capsys):
+    from experiments.compare_vad import main
+
+    write_test_wav("audio/rec.wav", _burst("noise"), SR)
+    (tmp_path / "rttm").mkdir()
+    (tmp_path / "rttm" / "rec.rttm").write_text("SPEAKER rec 1 1.000 2.000 <NA> <NA> A <NA> <NA>\n")
+    out = tmp_path / "table.md"
+    args = ["--audio", str(tmp_path / "audio"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]
+    assert main(args + ["--methods", "energy", "webrtc"]) == 0
+    table = out.read_text()
+    assert "| energy | threshold_db=-35 | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
+    assert main(["--audio", str(tmp_path / "missing"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().startswith("error: --audio")
+    assert main(["--audio", str(tmp_path / "rttm"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,126 @@
+"""Compare the speech detectors (energy, WebRTC, Silero) against reference RTTMs.
+
+    python -m experiments.compare_vad --audio DIR --rttm DIR [--methods energy webrtc silero] [--out FILE]
+
+Recordings pair `DIR/<uri>.{wav,flac}` with `<uri>` in the RTTM files (as in
+experiments.evaluate). For each detector and each setting tried, the union of
+the reference speaker turns is compared with the detected regions:
+missed = duration(reference - detected) / duration(reference) and
+false alarm = duration(detected - reference) / duration(reference), both summed
+over all recordings before dividing. The real-time factor is the detector's
+compute time (resampling included, file decoding excluded) over the audio
+duration. Prints the table and writes it as Markdown to `--out`.
+"""
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+from pathlib import Path
+
+# Settings tried per detector: (label, keyword arguments for the detector).
+SETTINGS = {
+    "energy": [(f"threshold_db={value}", {"threshold_db": float(value)}) for value in (-40, -35, -30)],
+    "webrtc": [(f"aggressiveness={value}", {"aggressiveness": value}) for value in (1, 2, 3)],
+    "silero": [(f"threshold={value}", {"threshold": value}) for value in (0.3, 0.5, 0.7)],
+}
+SAMPLE_RATE = 16000
+
+
+def speech_errors(reference, regions):
+    """(missed s, false alarm s, reference speech s) of ``regions`` against a reference Annotation."""
+    from pyannote.core import Segment, Timeline
+
+    speech = reference.get_timeline().support()
+    detected = Timeline([Segment(start, end) for start, end in regions if end > start]).support()
+    missed = speech.extrude(detected).duration()
+    false_alarm = detected.extrude(speech).duration()
+    return missed, false_alarm, speech.duration()
+
+
+def compare(recordings, methods, sample_rate=SAMPLE_RATE):
+    """One row per (method, setting): missed, false alarm, their sum and the real-time factor."""
+    from data_prep.audio import load_audio
+    from data_prep.vad import speech_regions
+
+    loaded = [(uri, load_audio(path, sample_rate), reference) for uri, path, reference in recordings]
+    audio_s = sum(len(audio) for _, audio, _ in loaded) / sample_rate
+    rows = []
+    for method in methods:
+        speech_regions(loaded[0][1][:sample_rate], sample_rate, method)  # warm up (loads a model once)
+        for label, kwargs in SETTINGS[method]:
+            missed = false_alarm = speech = seconds = 0.0
+            for _, audio, reference in loaded:
+                started = time.perf_counter()
+                regions = speech_regions(audio, sample_rate, method, **kwargs)
+                seconds += time.perf_counter() - started
+                file_missed, file_false_alarm, file_speech = speech_errors(reference, regions)
+                missed, false_alarm, speech = missed + file_missed, false_alarm + file_false_alarm, speech + file_speech
+            rows.append({
+                "method": method, "setting": label,
+                "missed": missed / speech if speech else 0.0,
+                "false_alarm": false_alarm / speech if speech else 0.0,
+                "rtf": seconds / audio_s,
+            })
+            rows[-1]["sum"] = rows[-1]["missed"] + rows[-1]["false_alarm"]
+    return rows, audio_s
+
+
+def markdown(rows):
+    lines = ["| method | setting | missed | false alarm | missed + false alarm | RTF |", "|---|---|---|---|---|---|"]
+    lines += [f"| {row['method']} | {row['setting']} | {row['missed']:.2%} | {row['false_alarm']:.2%} | "
+              f"{row['sum']:.2%} | {row['rtf']:.4f} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m experiments.compare_vad", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--audio", required=True, help="folder of recordings (wav/flac)")
+    parser.add_argument("--rttm", required=True, help="folder of reference RTTM files")
+    parser.add_argument("--methods", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS),
+                        help="detectors to compare (default: energy webrtc silero)")
+    parser.add_argument("--out", default="results/vad_comparison.md",
+                        help="Markdown table to write (default results/vad_comparison.md)")
+    parser.add_argument("--data", help="description of the recordings for the table's header "
+                        "(default: how many recordings and from which folder)")
+    parser.add_argument("--note", action="append", default=[], help="extra line for the table's header (repeatable)")
+    args = parser.parse_args(argv)
+    for flag, folder in (("--audio", args.audio), ("--rttm", args.rttm)):
+        if not Path(folder).is_dir():
+            print(f"error: {flag} {folder}: not a folder", file=sys.stderr)
+            return 1
+    from data_prep.audio import AudioError, atomic_path
+    from experiments.evaluate import annotated_recordings
+
+    methods = list(dict.fromkeys(args.methods))
+    try:
+        recordings = annotated_recordings(args.audio, args.rttm)
+        rows, audio_s = compare(recordings, methods)
+    except (OSError, ValueError, AudioError, ImportError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    table = markdown(rows)
+    best = min(rows, key=lambda row: row["sum"])
+    command = "python -m experiments.compare_vad " + " ".join(shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv))
+    header = [
+        "# Speech detector comparison", "",
+        f"- command: `{command}`",
+        f"- date: {datetime.date.today().isoformat()}",
+        (f"- data: {args.data or f'{len(recordings)} recordings'} (`{args.audio}`, {len(recordings)} files, "
+         f"{audio_s / 60:.1f} min; references `{args.rttm}`)"),
+        ("- missed and false alarm are fractions of the reference speech (union of the reference turns), "
+         "summed over recordings; RTF = detector compute time / audio duration (one CPU thread, decoding excluded)"),
+        f"- lowest missed + false alarm: {best['method']} {best['setting']} ({best['sum']:.2%})",
+        *(f"- note: {note}" for note in args.note), "",
+    ]
+    print(table, end="")
+    print(f"lowest missed + false alarm: {best['method']} {best['setting']} ({best['sum']:.2%})")
+    with atomic_path(args.out) as tmp:
+        tmp.write_text("\n".join(header) + "\n" + table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
