@@ -7,6 +7,7 @@ the sample rate, window, hop and the calibrated clustering threshold.
 
 import json
 import logging
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,13 @@ class DiarizerSettings:
 
     @classmethod
     def from_file(cls, path):
-        values = json.loads(Path(path).read_text())
+        """Reads a sidecar; keys it does not know (e.g. the training card's) are ignored."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable settings file ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a settings file must hold a JSON object")
         known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
         return cls(**known)
 
@@ -109,8 +116,6 @@ class Diarizer:
     def load(cls, path=None):
         """Loads a tower (`.keras`, safe mode) and its sidecar settings; None = the shipped model."""
         import keras
-
-        import zipfile
 
         path = Path(path) if path is not None else DEFAULT_MODEL
         if not path.is_file():
