@@ -17,7 +17,13 @@ import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 
 
 def read_trials(path):
-    lines = Path(path).read_text().splitlines()
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: trials file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
     trials = []
     for number, line in enumerate(lines, 1):
         fields = line.split()
@@ -65,7 +71,7 @@ def main(argv=None):
             distance = float(np.linalg.norm(embeddings[pair[0]] - embeddings[pair[1]]))
             output.append(f"{line.rstrip()} {distance:.6f}")
     with atomic_path(args.out) as tmp:
-        Path(tmp).write_text("\n".join(output) + "\n")
+        Path(tmp).write_text("".join(f"{line}\n" for line in output))
     return 0
 
 

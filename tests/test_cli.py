@@ -107,3 +107,17 @@ def test_diarize_a_quiet_recording(tmp_path, shipped_model, test_conversations):
     sf.write(quiet, audio * 0.001, rate, subtype="FLOAT")
     assert diarize_main([str(quiet), "--out-dir", str(tmp_path), "--num-speakers", "2"]) == 0
     assert len(read_rttm(tmp_path / "quiet.rttm")["quiet"].labels()) == 2
+
+
+def test_verify_bad_trials_files_are_one_line_errors(tmp_path, shipped_model, capsys):
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(bytes(range(256)))
+    for trials, message in ((tmp_path / "none.txt", "trials file not found"), (binary, "not a text file")):
+        assert verify_main(["--trials", str(trials), "--out", str(tmp_path / "scores.txt")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "scores.txt").exists()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert verify_main(["--trials", str(empty), "--out", str(tmp_path / "scores.txt")]) == 0
+    assert (tmp_path / "scores.txt").read_text() == ""
