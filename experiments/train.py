@@ -120,13 +120,13 @@ def train(config, resume=False, verbose=2):
     checkpoint = run_dir / "checkpoints" / "last.keras"
     if run_dir.exists() and not resume and (run_dir / "log.csv").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume or choose another output_dir")
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / "config.yaml")
     preset = load_preset(config["model"]["preset"])
     training = config["training"]
     keras.utils.set_random_seed(config["seed"])
 
-    manifests = prepare_manifests(config, run_dir)
+    manifests = prepare_manifests(config, run_dir)  # fails on a bad dataset before anything is written
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
     train_pairs, val_pairs, steps = make_pairs(manifests, config)
     val_losses = completed_epochs(run_dir / "log.csv") if resume else []
     initial_epoch = len(val_losses)

@@ -49,3 +49,13 @@ def test_bad_config_is_one_line_error(tmp_path, capsys):
     assert train_main(["--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "unknown key" in err and "learning_rat" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_dataset_leaves_no_run_folder(tmp_path, capsys):
+    config = yaml.safe_load(open("experiments/configs/tiny.yaml"))
+    config["data"]["root"], config["output_dir"] = str(tmp_path / "nowhere"), str(tmp_path / "run")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path)]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
