@@ -62,6 +62,7 @@ def test_siamese_save_and_reload_safe_mode(tmp_path, siamese):
 
 
 def test_lambda_layer_is_refused_in_safe_mode(tmp_path):
+    # The Lambda here is deliberate: it is the unsafe file that safe loading must refuse.
     inputs = keras.Input(shape=(4,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2.0)(inputs))
     path = tmp_path / "lambda.keras"
