@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -31,6 +32,11 @@ _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, EOFError)
 # Below this RMS a signal is treated as silence by normalize_level (-160 dBFS).
 _SILENCE_RMS = 1e-8
 
+# A corrupt header can claim billions of frames. Memory is reserved for at most
+# this many frames per byte of file (far above what any codec packs, even for
+# silence) and grown only if a file really decodes to more.
+_MAX_FRAMES_PER_BYTE = 1024
+
 
 class AudioError(Exception):
     """Audio that cannot be used; the message is one line naming the file."""
@@ -47,8 +53,14 @@ class AudioInfo:
 
 
 def _one_line(exc: BaseException) -> str:
-    """Collapse an exception message to one line for AudioError messages."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """Collapse an exception message to one line for AudioError messages.
+
+    soundfile prefixes "Error opening '<path>': "; the path is already at the
+    start of every AudioError, so only the reason is kept.
+    """
+    message = " ".join(str(exc).split())
+    message = re.sub(r"^Error opening .*?: ", "", message)
+    return message or type(exc).__name__
 
 
 def _check_path(path: str | os.PathLike) -> Path:
@@ -135,7 +147,7 @@ def load_audio(
                 wanted = min(int(round(duration_s * native_rate)), available)
             if start and wanted:
                 sound.seek(start)
-            audio = _read_mono(sound, wanted)
+            audio = _read_mono(sound, wanted, _frame_budget(file))
     except _DECODE_ERRORS as exc:
         raise AudioError(f"{file}: not a readable audio file ({_one_line(exc)})") from None
     if audio.size < wanted:
@@ -147,20 +159,75 @@ def load_audio(
     if not np.isfinite(audio).all():
         raise AudioError(f"{file}: contains NaN or Inf samples")
     if native_rate != sample_rate:
-        audio = soxr.resample(audio, native_rate, sample_rate, quality="HQ")
+        try:
+            audio = soxr.resample(audio, native_rate, sample_rate, quality="HQ")
+        except (ValueError, RuntimeError) as exc:  # e.g. a corrupt header's absurd rate
+            raise AudioError(f"{file}: cannot resample from {native_rate} Hz ({_one_line(exc)})") from None
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def _read_mono(sound: sf.SoundFile, num_frames: int) -> np.ndarray:
+def check_audio(path: str | os.PathLike) -> AudioInfo:
+    """Decode a whole file once and vouch that :func:`load_audio` can use all of it.
+
+    :func:`audio_info` reads only the header, which a truncated file or one
+    with NaN samples passes. Manifests that feed training are checked with
+    this instead, so a bad file is reported when the dataset is scanned, not
+    halfway through an epoch.
+
+    Args:
+        path: Audio file readable by soundfile.
+
+    Returns:
+        The file's :class:`AudioInfo` (from its header, which then is true).
+
+    Raises:
+        AudioError: Anything :func:`audio_info` rejects, plus undecodable or
+            truncated data and NaN/Inf samples.
+    """
+    info = audio_info(path)
+    file = Path(path)
+    decoded = 0
+    try:
+        with sf.SoundFile(str(file)) as sound:
+            while True:
+                block = sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                if not np.isfinite(block).all():
+                    raise AudioError(f"{file}: contains NaN or Inf samples")
+                decoded += len(block)
+    except _DECODE_ERRORS as exc:
+        raise AudioError(f"{file}: not a readable audio file ({_one_line(exc)})") from None
+    if decoded < info.frames:
+        raise AudioError(f"{file}: truncated, the header promises {info.frames} frames but only {decoded} decode")
+    return info
+
+
+def _frame_budget(file: Path) -> int:
+    """Frames worth reserving memory for up front (see ``_MAX_FRAMES_PER_BYTE``)."""
+    try:
+        size = file.stat().st_size
+    except OSError:
+        size = 0
+    return max(_BLOCK_FRAMES, size * _MAX_FRAMES_PER_BYTE)
+
+
+def _read_mono(sound: sf.SoundFile, num_frames: int, budget: int | None = None) -> np.ndarray:
     """Read up to ``num_frames`` frames from the current position, as mono.
 
     Blocks are written into one preallocated array, so a long file never
-    exists twice in memory (blocks plus their concatenation).
+    exists twice in memory (blocks plus their concatenation). At most
+    ``budget`` frames are reserved at first, so a header that lies about the
+    length cannot exhaust memory; the array doubles if the data is really longer.
     """
-    audio = np.empty(num_frames, dtype=np.float32)
+    audio = np.empty(min(num_frames, budget or num_frames), dtype=np.float32)
     filled = 0
     while filled < num_frames:
-        block = sound.read(min(_BLOCK_FRAMES, num_frames - filled), dtype="float32", always_2d=True)
+        if filled == len(audio):
+            grown = np.empty(min(num_frames, 2 * len(audio)), dtype=np.float32)
+            grown[:filled] = audio
+            audio = grown
+        block = sound.read(min(_BLOCK_FRAMES, len(audio) - filled), dtype="float32", always_2d=True)
         if len(block) == 0:
             break
         audio[filled:filled + len(block)] = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]

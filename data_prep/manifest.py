@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.audio import AudioError, atomic_path, audio_info
+from data_prep.audio import AudioError, atomic_path, audio_info, check_audio
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ _TEXT_COLUMNS = ("path", "speaker", "gender", "chapter")
 _AUDIO_SUFFIXES = (".wav", ".flac")
 
 
-def scan_librispeech(root: str | os.PathLike) -> pd.DataFrame:
+def scan_librispeech(root: str | os.PathLike, *, verify: bool = False) -> pd.DataFrame:
     """Build a manifest from a LibriSpeech-style corpus.
 
     Accepts either the corpus root (``<root>/<split>/<speaker>/<chapter>/*.flac``)
@@ -35,6 +35,9 @@ def scan_librispeech(root: str | os.PathLike) -> pd.DataFrame:
 
     Args:
         root: Corpus root or split folder.
+        verify: Decode every file in full (see :func:`~data_prep.audio.check_audio`)
+            instead of reading headers only, so truncated files and NaN samples
+            are skipped too. Slower; what training data wants.
 
     Returns:
         Manifest sorted by (speaker, path) with a ``chapter`` column, plus
@@ -47,14 +50,14 @@ def scan_librispeech(root: str | os.PathLike) -> pd.DataFrame:
     root = _check_root(root)
     files = sorted(root.glob("*/*/*/*.flac")) or sorted(root.glob("*/*/*.flac"))
     entries = [(f, f.parent.parent.name, {"chapter": f.parent.name}) for f in files]
-    df = _build_manifest(entries, root)
+    df = _build_manifest(entries, root, verify)
     genders = _read_speaker_genders(root)
     if genders:
         df.insert(4, "gender", df["speaker"].map(genders))
     return df
 
 
-def scan_folders(root: str | os.PathLike) -> pd.DataFrame:
+def scan_folders(root: str | os.PathLike, *, verify: bool = False) -> pd.DataFrame:
     """Build a manifest from ``<root>/<speaker>/**/*.{wav,flac}``.
 
     The speaker is the first-level folder name; files directly in ``root``
@@ -62,6 +65,7 @@ def scan_folders(root: str | os.PathLike) -> pd.DataFrame:
 
     Args:
         root: Folder holding one sub-folder per speaker.
+        verify: Decode every file in full, as in :func:`scan_librispeech`.
 
     Returns:
         Manifest sorted by (speaker, path); unreadable files are listed in
@@ -76,25 +80,28 @@ def scan_folders(root: str | os.PathLike) -> pd.DataFrame:
         parts = file.relative_to(root).parts
         if len(parts) >= 2 and file.suffix.lower() in _AUDIO_SUFFIXES and file.is_file():
             entries.append((file, parts[0], {}))
-    return _build_manifest(entries, root)
+    return _build_manifest(entries, root, verify)
 
 
 def _check_root(root: str | os.PathLike) -> Path:
     """Return ``root`` as a Path, or raise ValueError if it is not a folder."""
     path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: not a directory")
     if not path.is_dir():
         raise ValueError(f"{path}: no such directory")
     return path
 
 
-def _build_manifest(entries: list[tuple[Path, str, dict]], root: Path) -> pd.DataFrame:
-    """Read each file's header and assemble the sorted manifest."""
+def _build_manifest(entries: list[tuple[Path, str, dict]], root: Path, verify: bool = False) -> pd.DataFrame:
+    """Read each file's header (or all of it) and assemble the sorted manifest."""
     rows, skipped = [], []
+    inspect = check_audio if verify else audio_info
     for file, speaker, extra in tqdm(entries, desc="scanning audio", unit="file", disable=None):
         try:
-            info = audio_info(file)
-        except AudioError as exc:
-            logger.warning("skipping %s", exc)
+            info = inspect(file)
+        except AudioError as exc:  # reported by the caller, from attrs["skipped"]
+            logger.debug("skipping %s", exc)
             skipped.append((str(file), str(exc)))
             continue
         rows.append(
@@ -106,6 +113,8 @@ def _build_manifest(entries: list[tuple[Path, str, dict]], root: Path) -> pd.Dat
                 **extra,
             }
         )
+    if not rows and skipped:
+        raise ValueError(f"{root}: no usable audio; all {len(skipped)} files were rejected, e.g. {skipped[0][1]}")
     if not rows:
         raise ValueError(f"{root}: no speakers found")
     df = pd.DataFrame(rows).sort_values(["speaker", "path"], ignore_index=True)

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.audio import atomic_path, load_audio, write_wav
+from data_prep.audio import AudioError, atomic_path, load_audio, write_wav
 from data_prep.manifest import read_manifest
 from data_prep.vad import energy_vad
 
 
 def cut_segments(audio, sample_rate, segment_s, min_speech=0.5):
     """Consecutive `segment_s` pieces of `audio` with at least `min_speech` of speech."""
-    length = int(round(segment_s * sample_rate))
+    length = round(segment_s * sample_rate)
     pieces = []
     for start in range(0, len(audio) - length + 1, length):
         piece = audio[start:start + length]
@@ -30,17 +30,30 @@ def cut_segments(audio, sample_rate, segment_s, min_speech=0.5):
     return pieces
 
 
-def write_trials(manifest, out_dir, *, segment_s=2.0, sample_rate=16000, max_segments_per_speaker=6, seed=0):
+def write_trials(manifest, out_dir, *, segment_s=2.0, sample_rate=16000, max_segments_per_speaker=6, seed=0,
+                 skipped=None):
     """Writes `out_dir/segments/*.wav` and `out_dir/trials.txt` (`<path1> <path2> <label>`).
 
     Returns the trial list path. Segments per speaker are capped (seeded choice)
-    so that every speaker weighs about the same in the EER.
+    so that every speaker weighs about the same in the EER. A file that cannot
+    be read is left out; its AudioError goes to `skipped` (a list) if given,
+    else it is raised.
     """
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     segments = []  # (path, speaker)
+
+    def segments_of(path):
+        try:
+            return cut_segments(load_audio(path, sample_rate), sample_rate, segment_s)
+        except AudioError as error:
+            if skipped is None:
+                raise
+            skipped.append(error)
+            return []
+
     for speaker, rows in manifest.groupby("speaker", sort=True):
-        pieces = [piece for path in rows["path"] for piece in cut_segments(load_audio(path, sample_rate), sample_rate, segment_s)]
+        pieces = [piece for path in rows["path"] for piece in segments_of(path)]
         if len(pieces) > max_segments_per_speaker:
             keep = np.sort(rng.choice(len(pieces), max_segments_per_speaker, replace=False))
             pieces = [pieces[index] for index in keep]
@@ -67,14 +80,18 @@ def main(argv=None):
     parser.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the segments in Hz")
     parser.add_argument("--seed", type=int, default=0, help="seed of the segment choice")
     args = parser.parse_args(argv)
+    skipped = []
     try:
         trials = write_trials(read_manifest(args.manifest), args.out, segment_s=args.segment_s,
-                              sample_rate=args.sample_rate, max_segments_per_speaker=args.per_speaker, seed=args.seed)
+                              sample_rate=args.sample_rate, max_segments_per_speaker=args.per_speaker, seed=args.seed,
+                              skipped=skipped)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    for error in skipped:  # one line each; the other files' trials are written
+        print(f"error: {error}", file=sys.stderr)
     print(f"wrote {trials}")
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

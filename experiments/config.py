@@ -31,16 +31,36 @@ SCHEMA = {
 }
 
 
+# Smallest value each number may take: a zero batch size or epoch count is a
+# one-line error here, not a ZeroDivisionError deep inside training.
+MINIMUM = {
+    "data.val_speakers": 0,
+    "data.test_speakers": 0,
+    "training.epochs": 1,
+    "training.pairs_per_epoch": 1,
+    "training.val_pairs": 1,
+    "training.batch_size": 1,
+    "training.learning_rate": 0.0,
+    "training.margin": 0.0,
+    "training.patience": 1,
+    "training.lr_decay_patience": 0,
+    "training.lr_decay_factor": 0.0,
+    "training.accuracy_threshold": 0.0,
+}
+# Numbers that must be strictly above their minimum (a rate or factor of 0 does nothing).
+STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor"}
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used as it is."""
 
 
 def _check(section, schema, where):
     if not isinstance(section, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping")
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {type(section).__name__}")
     for key, value in section.items():
         if key not in schema:
-            raise ConfigError(f"unknown key {where}{key!r}; expected one of {sorted(schema)}")
+            raise ConfigError(f"unknown key '{where}{key}'; expected one of {sorted(schema)}")
         expected = schema[key]
         if isinstance(expected, dict):
             _check(value, expected, f"{where}{key}.")
@@ -50,17 +70,34 @@ def _check(section, schema, where):
             raise ConfigError(f"{where}{key}: expected {expected.__name__}, got {value!r}")
     missing = sorted(set(schema) - set(section))
     if missing:
-        raise ConfigError(f"missing keys in {where or 'config'}: {missing}")
+        raise ConfigError(f"missing keys in {where.rstrip('.') or 'config'}: {missing}")
+    for key, value in section.items():
+        name = f"{where}{key}"
+        if name not in MINIMUM:
+            continue
+        strict = name in STRICT
+        if not (value > MINIMUM[name] if strict else value >= MINIMUM[name]):  # NaN fails both
+            raise ConfigError(f"{name}: must be {'>' if strict else '>='} {MINIMUM[name]}, got {value!r}")
+    if where == "training.":
+        if section["lr_decay_factor"] >= 1.0:
+            raise ConfigError(f"training.lr_decay_factor: must be < 1, got {section['lr_decay_factor']!r}")
+        if section["pairs_per_epoch"] < section["batch_size"]:
+            raise ConfigError(f"training.pairs_per_epoch ({section['pairs_per_epoch']}) must be at least "
+                              f"training.batch_size ({section['batch_size']})")
 
 
 def load_config(path):
     """Reads and validates an experiment config; raises `ConfigError` on any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        with open(path) as file:
+        with open(path, encoding="utf-8") as file:
             config = yaml.safe_load(file)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
@@ -71,4 +108,8 @@ def load_config(path):
 
 
 def dump_config(config, path):
-    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    """Writes the resolved config atomically (a kill never leaves half of it)."""
+    from data_prep.audio import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))

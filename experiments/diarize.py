@@ -5,8 +5,10 @@
 Writes `DIR/<stem>.rttm` for each input, the RTTM file id being the stem (blanks
 become underscores, as RTTM fields are space-separated). Any
 sample rate, mono or multi-channel, wav or flac. Without `--model` the shipped
-model in `models/` is used. A bad input is reported on one line and skipped;
-the exit code is then 1.
+model in `models/` is used. A bad input is reported on one line and skipped,
+the other inputs are still diarized, and the exit code is then 1. A recording
+with no speech (e.g. digital silence) gives an empty RTTM and a warning. Each
+RTTM is written to a temporary file and renamed: never half an output.
 """
 
 import argparse
@@ -17,6 +19,8 @@ import time
 from pathlib import Path
 
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+
+logger = logging.getLogger("experiments.diarize")
 
 
 def parse_args(argv):
@@ -39,6 +43,13 @@ def main(argv=None):
     from data_prep.rttm import write_rttm
     from siamese.diarizer import Diarizer
 
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: {out_dir}: not a directory", file=sys.stderr)
+        return 1
+    if args.model and Path(args.model).is_dir():
+        print(f"error: {args.model}: is a directory, not a model file", file=sys.stderr)
+        return 1
     try:
         diarizer = Diarizer.load(args.model)
     except (OSError, ValueError) as error:
@@ -50,19 +61,23 @@ def main(argv=None):
             print(f"error: {path}: same output name as {written[Path(path).stem]}; skipped", file=sys.stderr)
             failures += 1
             continue
-        written[Path(path).stem] = path
         started = time.perf_counter()
+        output = out_dir / f"{Path(path).stem}.rttm"
         try:
             # RTTM fields are space-separated, so a stem's blanks become underscores in the file id.
             uri = re.sub(r"\s", "_", Path(path).stem)
             annotation = diarizer.diarize(path, num_speakers=args.num_speakers, uri=uri)
-        except AudioError as error:
+            write_rttm(annotation, output)
+        except AudioError as error:  # already "<path>: <problem>"
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue
-        output = Path(args.out_dir) / f"{Path(path).stem}.rttm"
-        write_rttm(annotation, output)
-        logging.info("%s: %d speakers, %.1f s -> %s", path, len(annotation.labels()), time.perf_counter() - started, output)
+        except (OSError, ValueError) as error:  # e.g. an unwritable output folder
+            print(f"error: {path}: {' '.join(str(error).split())}", file=sys.stderr)
+            failures += 1
+            continue
+        written[Path(path).stem] = path  # only a written result blocks a later input of the same stem
+        logger.info("%s: %d speakers, %.1f s -> %s", path, len(annotation.labels()), time.perf_counter() - started, output)
     return 1 if failures else 0
 
 

@@ -8,24 +8,44 @@ speaker-disjoint manifests, `log.csv`, `checkpoints/last.keras` (every epoch,
 with optimizer state, for `--resume`), `checkpoints/best.keras` (lowest
 validation loss over speakers never seen in training) and `tower.keras`, the
 embedding tower of the best epoch, which is what diarization loads.
+
+Every file is written to a temporary name and renamed, so a run killed at any
+moment (even SIGKILL) leaves only whole files, and `--resume` continues from the
+last completed epoch. Every dataset file is decoded once before training; one
+that cannot be used is reported and left out, and the exit code is then 1.
 """
 
 import argparse
+import csv
 import json
 import logging
+import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+from data_prep.audio import AudioError, atomic_path
 from experiments.config import ConfigError, dump_config, load_config
 
 logger = logging.getLogger("experiments.train")
 
 
-def prepare_manifests(config, run_dir):
-    """Scans the dataset once and writes the seeded speaker-disjoint split."""
-    from data_prep.manifest import read_manifest, scan_folders, scan_librispeech, write_manifest
+def prepare_manifests(config, run_dir, skipped=None):
+    """Scans the dataset once and writes the seeded speaker-disjoint split.
+
+    Files are decoded in full, so a truncated file or NaN samples are found now
+    rather than mid-epoch; each unusable file is logged and left out, and its
+    `(path, reason)` is appended to `skipped` when a list is given.
+    """
+    from data_prep.manifest import (
+        read_manifest,
+        scan_folders,
+        scan_librispeech,
+        write_manifest,
+    )
     from data_prep.split import split_speakers
 
     manifest_dir = run_dir / "manifests"
@@ -36,13 +56,29 @@ def prepare_manifests(config, run_dir):
     scanners = {"librispeech": scan_librispeech, "folders": scan_folders}
     if data["format"] not in scanners:
         raise ConfigError(f"data.format must be one of {sorted(scanners)}, got {data['format']!r}")
-    manifest = scanners[data["format"]](data["root"])
-    splits = split_speakers(
-        manifest, val_speakers=data["val_speakers"], test_speakers=data["test_speakers"], seed=config["seed"]
-    )
+    manifest = scanners[data["format"]](data["root"], verify=True)
+    for path, reason in manifest.attrs.get("skipped", []):
+        logger.warning("left out %s", reason)
+        if skipped is not None:
+            skipped.append((path, reason))
+    try:
+        splits = split_speakers(
+            manifest, val_speakers=data["val_speakers"], test_speakers=data["test_speakers"], seed=config["seed"]
+        )
+    except ValueError as error:
+        raise ConfigError(f"{data['root']}: {error}") from None
     for name in names:
         write_manifest(splits[name], manifest_dir / f"{name}.csv")
     return splits
+
+
+def check_pairable(manifests, root):
+    """Pairs need two speakers in training and in validation; say so before any work."""
+    for name, key in (("train", None), ("val", "data.val_speakers")):
+        count = manifests[name]["speaker"].nunique()
+        if count < 2:
+            hint = f"; raise {key}" if key else "; lower data.val_speakers or data.test_speakers"
+            raise ConfigError(f"{root}: the {name} split has {count} speaker(s), pairs need at least 2{hint}")
 
 
 def make_pairs(manifests, config):
@@ -57,27 +93,68 @@ def make_pairs(manifests, config):
     return train_pairs, val_pairs, per_epoch // training["batch_size"]
 
 
-def completed_epochs(log_path):
-    """Epochs already finished according to the CSV log, and their validation losses."""
+def read_log(log_path):
+    """The CSV log's column names and rows (dicts of strings); nothing yet gives `([], [])`."""
     if not log_path.is_file():
-        return []
-    import pandas as pd
+        return [], []
+    try:
+        with open(log_path, newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            rows = list(reader)
+            fields = list(reader.fieldnames or [])
+        for row in rows:
+            float(row["val_loss"])
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
+        raise ConfigError(f"{log_path}: not a readable training log; move the run aside or start another") from None
+    return fields, rows
 
-    log = pd.read_csv(log_path)
-    return log["val_loss"].tolist() if "val_loss" in log else []
+
+def write_log(log_path, fields, rows):
+    """Rewrites the whole log through a temp file: a kill never leaves half a row."""
+    with atomic_path(log_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
-def build_callbacks(run_dir, training, val_losses):
+def save_model(model, path):
+    """`model.save` into a hidden folder beside `path`, then one rename: never a half-written `.keras`.
+
+    Keras insists on the `.keras` suffix, so `atomic_path`'s temp name cannot be used directly.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as staging:
+        staged = Path(staging) / path.name
+        model.save(staged)
+        os.replace(staged, path)
+
+
+def early_stopping_state(val_losses):
+    """(best validation loss, epochs since it) from the log, so patience survives `--resume`."""
+    if not val_losses:
+        return float("inf"), 0
+    best = min(val_losses)
+    return best, len(val_losses) - 1 - val_losses.index(best)
+
+
+def build_callbacks(run_dir, training, fields, rows):
+    """Early stopping, learning-rate decay, then the writes: log row first, checkpoints after.
+
+    The order matters after a kill: the log is never behind `last.keras`, and
+    `train` drops any log row the checkpoint does not have, so that epoch is
+    simply run again.
+    """
     import keras
+
+    val_losses = [float(row["val_loss"]) for row in rows]
 
     class ResumableEarlyStopping(keras.callbacks.Callback):
         """Early stopping whose patience survives `--resume` (state comes from log.csv)."""
 
         def __init__(self):
             super().__init__()
-            self.best = min(val_losses, default=float("inf"))
-            best_index = val_losses.index(self.best) if val_losses else -1
-            self.wait = len(val_losses) - 1 - best_index if val_losses else 0
+            self.best, self.wait = early_stopping_state(val_losses)
 
         def on_epoch_end(self, epoch, logs=None):
             if logs["val_loss"] < self.best:
@@ -88,26 +165,69 @@ def build_callbacks(run_dir, training, val_losses):
                     logger.info("early stopping: no lower validation loss for %d epochs", training["patience"])
                     self.model.stop_training = True
 
-    best = min(val_losses, default=None)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras")),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True,
-            initial_value_threshold=best,
-        ),
-        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
-        ResumableEarlyStopping(),
-    ]
+    class AtomicCSVLog(keras.callbacks.Callback):
+        """keras.callbacks.CSVLogger's rows, the whole file rewritten and renamed each epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.fields, self.rows = list(fields), list(rows)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not self.fields:
+                self.fields = ["epoch", *sorted(logs)]
+            self.rows.append({"epoch": epoch, **logs})
+            write_log(run_dir / "log.csv", self.fields, self.rows)
+
+    class AtomicCheckpoint(keras.callbacks.Callback):
+        """The model after every epoch, or only after one with a new lowest validation loss."""
+
+        def __init__(self, path, best_only=False):
+            super().__init__()
+            self.path, self.best_only = path, best_only
+            self.best = min(val_losses, default=float("inf"))
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.best_only:
+                if not logs["val_loss"] < self.best:
+                    return
+                self.best = logs["val_loss"]
+            save_model(self.model, self.path)
+
+    callbacks = [ResumableEarlyStopping()]
     if training["lr_decay_patience"] > 0:
         # Shrink the step size when validation stalls; the rate lives in the optimizer, so it survives --resume.
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             factor=training["lr_decay_factor"], patience=training["lr_decay_patience"],
             min_lr=training["learning_rate"] / 64))
-    return callbacks
+    return callbacks + [
+        AtomicCSVLog(),
+        AtomicCheckpoint(run_dir / "checkpoints" / "best.keras", best_only=True),
+        AtomicCheckpoint(run_dir / "checkpoints" / "last.keras"),
+    ]
 
 
-def train(config, resume=False, verbose=2):
-    """Runs one training described by a validated config; returns the run folder."""
+def load_checkpoint(path):
+    """The Siamese model of a checkpoint (safe mode); a damaged file is a one-line error."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # noqa: BLE001  (Keras raises many types for a bad file)
+        message = " ".join(str(error).split())[:200]
+        raise ConfigError(f"{path}: not a loadable checkpoint ({message})") from None
+
+
+def pipeline_error(error):
+    """The AudioError inside a tf.data failure, if that is what stopped training."""
+    found = re.search(r"AudioError: ([^\n]+)", getattr(error, "message", str(error)))
+    return AudioError(found.group(1)) if found else None
+
+
+def train(config, resume=False, verbose=2, skipped=None):
+    """Runs one training described by a validated config; returns the run folder.
+
+    `skipped` (a list) receives the dataset files left out as unusable.
+    """
     import keras
 
     from data_prep.pipeline import pair_dataset
@@ -120,21 +240,33 @@ def train(config, resume=False, verbose=2):
     checkpoint = run_dir / "checkpoints" / "last.keras"
     if run_dir.exists() and not resume and (run_dir / "log.csv").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume or choose another output_dir")
-    preset = load_preset(config["model"]["preset"])
+    if run_dir.resolve().is_relative_to(Path(config["data"]["root"]).resolve()):
+        raise ConfigError(f"{run_dir}: output_dir must not be inside the dataset folder {config['data']['root']}")
+    try:
+        preset = load_preset(config["model"]["preset"])
+    except ValueError as error:
+        raise ConfigError(f"model.preset: {error}") from None
     training = config["training"]
     keras.utils.set_random_seed(config["seed"])
 
-    manifests = prepare_manifests(config, run_dir)  # fails on a bad dataset before anything is written
+    manifests = prepare_manifests(config, run_dir, skipped)  # fails on a bad dataset before anything is written
+    check_pairable(manifests, config["data"]["root"])
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
     train_pairs, val_pairs, steps = make_pairs(manifests, config)
-    val_losses = completed_epochs(run_dir / "log.csv") if resume else []
-    initial_epoch = len(val_losses)
-    if resume and initial_epoch and checkpoint.is_file():
-        siamese = keras.saving.load_model(checkpoint, safe_mode=True)
-        logger.info("resuming from %s after %d epochs", checkpoint, initial_epoch)
-    else:
-        initial_epoch, val_losses = 0, []
+    fields, rows = read_log(run_dir / "log.csv") if resume else ([], [])
+    siamese = None
+    if resume and rows and checkpoint.is_file():
+        siamese = load_checkpoint(checkpoint)
+        # The checkpoint is the truth: a kill between writing an epoch's log row and its
+        # checkpoint leaves one row too many, and that epoch is run again.
+        done = int(siamese.optimizer.iterations.numpy()) // steps
+        if len(rows) > done:
+            logger.info("dropping %d log row(s) newer than %s", len(rows) - done, checkpoint)
+            rows = rows[:done]
+            write_log(run_dir / "log.csv", fields, rows)
+    if siamese is None or not rows:
+        fields, rows = [], []
         (run_dir / "log.csv").unlink(missing_ok=True)
         siamese = build_siamese(build_encoder(preset))
         siamese.compile(
@@ -142,10 +274,15 @@ def train(config, resume=False, verbose=2):
             loss=ContrastiveLoss(margin=training["margin"]),
             metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
         )
-    if initial_epoch >= training["epochs"]:
+    else:
+        logger.info("resuming from %s after %d epochs", checkpoint, len(rows))
+    initial_epoch = len(rows)
+    _, wait = early_stopping_state([float(row["val_loss"]) for row in rows])
+    if initial_epoch >= training["epochs"] or (rows and wait >= training["patience"]):
         logger.info("nothing to do: %d epochs already done", initial_epoch)
     else:
         import pandas as pd
+        import tensorflow as tf
 
         rate, window_s, batch = preset["sample_rate"], preset["window_s"], training["batch_size"]
         remaining = pd.concat(train_pairs[initial_epoch:], ignore_index=True)
@@ -153,20 +290,30 @@ def train(config, resume=False, verbose=2):
                                   batch_size=batch, drop_remainder=True)
         val_data = pair_dataset(manifests["val"], val_pairs, sample_rate=rate, window_s=window_s, batch_size=batch)
         started = time.time()
-        history = siamese.fit(
-            train_data, validation_data=val_data, epochs=training["epochs"], initial_epoch=initial_epoch,
-            steps_per_epoch=steps, callbacks=build_callbacks(run_dir, training, val_losses),
-            verbose=verbose,
-        )
+        try:
+            history = siamese.fit(
+                train_data, validation_data=val_data, epochs=training["epochs"], initial_epoch=initial_epoch,
+                steps_per_epoch=steps, callbacks=build_callbacks(run_dir, training, fields, rows),
+                verbose=verbose,
+            )
+        except tf.errors.OpError as error:
+            audio_error = pipeline_error(error)
+            if audio_error is None:
+                raise
+            # A file changed or broke after the scan: say which, keep every completed epoch.
+            raise AudioError(f"{audio_error}; training stopped, completed epochs are kept for --resume") from None
         logger.info("trained for %.0f s", time.time() - started)
-        with open(run_dir / "train_seconds.txt", "a") as file:  # one line per (resumed) session
-            file.write(f"{len(history.epoch)} {time.time() - started:.1f}\n")
-    best = keras.saving.load_model(run_dir / "checkpoints" / "best.keras", safe_mode=True)
-    tower = tower_of(best)
-    tower.save(run_dir / "tower.keras")
+        seconds = run_dir / "train_seconds.txt"
+        earlier = seconds.read_text() if seconds.is_file() else ""
+        with atomic_path(seconds) as tmp:  # one line per (resumed) session
+            tmp.write_text(f"{earlier}{len(history.epoch)} {time.time() - started:.1f}\n")
+    best = load_checkpoint(run_dir / "checkpoints" / "best.keras")
     card = {"preset": preset, "sample_rate": preset["sample_rate"], "window_s": preset["window_s"],
             "seed": config["seed"], "train_speakers": int(manifests["train"]["speaker"].nunique())}
-    (run_dir / "tower.json").write_text(json.dumps(card, indent=2))
+    # The sidecar first: a kill between the two leaves no tower that would load with wrong settings.
+    with atomic_path(run_dir / "tower.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=2))
+    save_model(tower_of(best), run_dir / "tower.keras")
     return run_dir
 
 
@@ -179,17 +326,27 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    skipped = []
     try:
         config = load_config(args.config)
         if args.epochs is not None:
             config["training"]["epochs"] = args.epochs
         if args.output_dir:
             config["output_dir"] = args.output_dir
-        run_dir = train(config, resume=args.resume, verbose=0 if args.quiet else 2)
-    except (ConfigError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        run_dir = train(config, resume=args.resume, verbose=0 if args.quiet else 2, skipped=skipped)
+    except (ConfigError, ValueError, OSError, AudioError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; completed epochs are kept, continue with --resume", file=sys.stderr)
+        return 130
     print(f"saved {run_dir / 'tower.keras'}")
+    if skipped:
+        print(f"error: {len(skipped)} dataset file(s) could not be used and were left out (listed above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

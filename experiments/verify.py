@@ -5,8 +5,11 @@
 Each trial line is `<path1> <path2>`, optionally followed by more columns (a
 label, say). Each output line repeats the input line and appends the distance
 between the two files' embeddings. Blank lines and lines starting with `#` are
-copied unchanged. A line with an unreadable file is reported and the run exits 1
-without writing a partial output.
+copied unchanged. Every unreadable file is reported on its own line (all files
+are tried), and the run then exits 1 without writing an output: a scores file
+missing some trials would silently skew an EER computed from it. A file with no
+detected speech (e.g. digital silence) is scored over its whole length, with a
+warning, since its distance says little.
 """
 
 import argparse
@@ -18,6 +21,8 @@ import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 
 def read_trials(path):
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a trials file")
     if not path.is_file():
         raise ValueError(f"{path}: trials file not found")
     try:
@@ -42,10 +47,16 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output file: each trial line plus its distance")
     parser.add_argument("--model", help="embedding tower .keras (default: the shipped model)")
     args = parser.parse_args(argv)
-    from data_prep.audio import AudioError, atomic_path
+    from data_prep.audio import AudioError, atomic_path, load_audio
+    from data_prep.vad import speech_regions
     from siamese.diarizer import Diarizer
 
+    out = Path(args.out)
     try:
+        if out.is_dir():
+            raise ValueError(f"{out}: is a directory, not an output file")
+        if args.model and Path(args.model).is_dir():
+            raise ValueError(f"{args.model}: is a directory, not a model file")
         trials = read_trials(args.trials)
         diarizer = Diarizer.load(args.model)
     except (OSError, ValueError) as error:
@@ -55,11 +66,15 @@ def main(argv=None):
     from tqdm import tqdm
 
     embeddings, failed, output = {}, set(), []
+    settings = diarizer.settings
     paths = sorted({path for _, pair in trials if pair for path in pair})
     for path in tqdm(paths, desc="embedding", unit="file", disable=not sys.stderr.isatty()):
         try:
-            embeddings[path] = diarizer.embed_utterance(path)
-        except AudioError as error:
+            audio = load_audio(path, settings.sample_rate)  # decoded once; both calls below scale a copy
+            if not speech_regions(diarizer.load_audio(audio), settings.sample_rate, **settings.vad):
+                print(f"warning: {path}: no speech found; scored over the whole file", file=sys.stderr)
+            embeddings[path] = diarizer.embed_utterance(audio)
+        except AudioError as error:  # already "<path>: <problem>"
             print(f"error: {error}", file=sys.stderr)
             failed.add(path)
     if failed:
@@ -70,8 +85,12 @@ def main(argv=None):
         else:
             distance = float(np.linalg.norm(embeddings[pair[0]] - embeddings[pair[1]]))
             output.append(f"{line.rstrip()} {distance:.6f}")
-    with atomic_path(args.out) as tmp:
-        Path(tmp).write_text("".join(f"{line}\n" for line in output))
+    try:
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text("".join(f"{line}\n" for line in output))
+    except OSError as error:
+        print(f"error: {out}: cannot write ({' '.join(str(error).split())})", file=sys.stderr)
+        return 1
     return 0
 
 
