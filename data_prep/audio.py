@@ -148,10 +148,13 @@ def load_audio(
             if start and wanted:
                 sound.seek(start)
             audio = _read_mono(sound, wanted, _frame_budget(file))
+            promised = _promised_frames(sound)
     except _DECODE_ERRORS as exc:
         raise AudioError(f"{file}: not a readable audio file ({_one_line(exc)})") from None
     if audio.size < wanted:
         logger.warning("%s: file truncated, read %d of %d frames", file, audio.size, wanted)
+    elif promised > total_frames:
+        logger.warning("%s: file truncated, the header promises %d frames, %d are present", file, promised, total_frames)
     if audio.size == 0:
         if total_frames == 0:
             raise AudioError(f"{file}: contains no audio frames")
@@ -189,6 +192,7 @@ def check_audio(path: str | os.PathLike) -> AudioInfo:
     decoded = 0
     try:
         with sf.SoundFile(str(file)) as sound:
+            promised = max(info.frames, _promised_frames(sound))
             while True:
                 block = sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
                 if len(block) == 0:
@@ -198,9 +202,28 @@ def check_audio(path: str | os.PathLike) -> AudioInfo:
                 decoded += len(block)
     except _DECODE_ERRORS as exc:
         raise AudioError(f"{file}: not a readable audio file ({_one_line(exc)})") from None
-    if decoded < info.frames:
-        raise AudioError(f"{file}: truncated, the header promises {info.frames} frames but only {decoded} decode")
+    if decoded < promised:
+        raise AudioError(f"{file}: truncated, the header promises {promised} frames but only {decoded} decode")
     return info
+
+
+def _promised_frames(sound: sf.SoundFile) -> int:
+    """Frames a WAV header promises when its data chunk runs past the end of the file, else 0.
+
+    libsndfile quietly shortens such a file to the frames present and only notes
+    the mismatch in its log ("data : 192000 (should be 63970)"). Sizes of 2 GiB
+    and more are taken as the placeholder of a writer that could not seek back
+    (a pipe), not as a promise.
+    """
+    log = sound.extra_info
+    data = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.MULTILINE)
+    align = re.search(r"Block Align\s*:\s*(\d+)", log)
+    if not data or not align or int(align[1]) <= 0:
+        return 0
+    claimed, present = int(data[1]), int(data[2])
+    if claimed <= present or claimed >= 1 << 31:
+        return 0
+    return claimed // int(align[1])
 
 
 def _frame_budget(file: Path) -> int:

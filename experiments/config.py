@@ -49,6 +49,8 @@ MINIMUM = {
 }
 # Numbers that must be strictly above their minimum (a rate or factor of 0 does nothing).
 STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor"}
+# Strings with a fixed set of values.
+CHOICES = {"data.format": ("folders", "librispeech")}
 
 
 class ConfigError(ValueError):
@@ -73,6 +75,8 @@ def _check(section, schema, where):
         raise ConfigError(f"missing keys in {where.rstrip('.') or 'config'}: {missing}")
     for key, value in section.items():
         name = f"{where}{key}"
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ConfigError(f"{name} must be one of {list(CHOICES[name])}, got {value!r}")
         if name not in MINIMUM:
             continue
         strict = name in STRICT

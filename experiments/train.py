@@ -72,6 +72,16 @@ def prepare_manifests(config, run_dir, skipped=None):
     return splits
 
 
+def check_preset(config, source):
+    """The encoder preset must exist; checked with the config, so the error names the config file."""
+    from sincnet_keras import load_preset
+
+    try:
+        load_preset(config["model"]["preset"])
+    except ValueError as error:
+        raise ConfigError(f"{source}: model.preset: {error}") from None
+
+
 def check_pairable(manifests, root):
     """Pairs need two speakers in training and in validation; say so before any work."""
     for name, key in (("train", None), ("val", "data.val_speakers")):
@@ -331,6 +341,7 @@ def main(argv=None):
     skipped = []
     try:
         config = load_config(args.config)
+        check_preset(config, args.config)
         if args.epochs is not None:
             config["training"]["epochs"] = args.epochs
         if args.output_dir:
