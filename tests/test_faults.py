@@ -15,8 +15,8 @@ import soundfile as sf
 import yaml
 
 from data_prep.manifest import read_manifest, write_manifest
+from experiments.train import early_stopping_state, save_model
 from experiments.train import main as train_main
-from experiments.train import save_model
 
 
 def tiny_config(tmp_path, dataset, **training):
@@ -156,3 +156,10 @@ def test_a_file_that_breaks_after_the_scan_stops_training_with_one_line(tmp_path
     expected = f"error: {broken}: contains NaN or Inf samples; training stopped, completed epochs are kept for --resume"
     assert err == [expected]
     assert not (run / "tower.keras").exists()
+
+
+def test_early_stopping_state_survives_resume():
+    """Patience is rebuilt from the log, so a run that stopped early stays stopped after --resume."""
+    assert early_stopping_state([]) == (float("inf"), 0)
+    assert early_stopping_state([0.5, 0.4, 0.45, 0.41]) == (0.4, 2)
+    assert early_stopping_state([0.5, 0.4, 0.3]) == (0.3, 0)

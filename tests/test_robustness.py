@@ -393,6 +393,8 @@ GOOD_FILES = {
     "emil/e.flac": {"rate": 22050, "subtype": "PCM_16", "channels": 6},
     "fay/f.wav": {"rate": 11025, "subtype": "PCM_16"},
 }
+# Usable, if useless, audio: kept in the manifests, and training does not trip over it.
+ODD_FILES = ("ben/noise.wav", "fay/silence.wav")
 BAD_FILES = {
     "anna/notes.wav": "not a readable audio file",
     "ben/cut.flac": "not a readable audio file",
@@ -404,7 +406,7 @@ BAD_FILES = {
 
 @pytest.fixture
 def mixed_dataset(tmp_path, librispeech_manifest):
-    """`folders` layout: six speakers (3 s of a real utterance each) plus the unusable files."""
+    """`folders` layout: six speakers (3 s of a real utterance each), noise, silence and the unusable files."""
     root = tmp_path / "corpus"
     for (name, spec), source in zip(GOOD_FILES.items(), librispeech_manifest["path"]):
         audio = sf.read(source, dtype="float32", frames=3 * RATE)[0]
@@ -414,6 +416,8 @@ def mixed_dataset(tmp_path, librispeech_manifest):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         _write(root / name, audio, spec["rate"], spec["subtype"])
     speech = sf.read(librispeech_manifest["path"][0], dtype="float32", frames=3 * RATE)[0]
+    _write(root / "ben/noise.wav", np.random.default_rng(0).normal(0, 0.1, 2 * RATE))
+    _write(root / "fay/silence.wav", np.zeros(2 * RATE, np.float32))
     _text(root / "anna/notes.wav")
     _truncated(root / "ben/cut.flac", speech, "FLAC")
     _truncated(root / "carl/cut.wav", speech, "WAV")
@@ -445,9 +449,11 @@ def test_data_prep_reports_unusable_files_writes_the_rest_and_leaves_the_source_
     for name, problem in BAD_FILES.items():
         assert any(line.startswith(f"error: {mixed_dataset / name}: {problem}") for line in errors), (name, errors)
     manifest = read_manifest(out / "all.csv")
-    assert sorted(Path(p).relative_to(mixed_dataset).as_posix() for p in manifest["path"]) == sorted(GOOD_FILES)
-    assert dict(zip(manifest["speaker"], manifest["sample_rate"])) == {
-        name.split("/")[0]: spec["rate"] for name, spec in GOOD_FILES.items()}
+    assert sorted(Path(p).relative_to(mixed_dataset).as_posix() for p in manifest["path"]) == sorted(
+        [*GOOD_FILES, *ODD_FILES])
+    assert {Path(p).relative_to(mixed_dataset).as_posix(): rate for p, rate in zip(manifest["path"],
+            manifest["sample_rate"]) if p.endswith(tuple(GOOD_FILES))} == {
+        name: spec["rate"] for name, spec in GOOD_FILES.items()}
     assert sorted(p.name for p in out.iterdir()) == ["all.csv", "test.csv", "train.csv", "val.csv"]
     assert tree_digest(mixed_dataset) == before
 
@@ -500,6 +506,23 @@ def test_data_prep_bad_dataset(name, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_trials_cli_reports_unreadable_files_and_writes_the_rest(tmp_path, librispeech_manifest, capsys):
+    from data_prep.trials import main as trials_main
+
+    manifest = librispeech_manifest.iloc[:3].copy()
+    nan = _write(tmp_path / "nan.wav", _with_sample(np.ones(RATE, np.float32) * 0.1, np.nan), subtype="FLOAT")
+    manifest.loc[len(manifest)] = {**manifest.iloc[0], "path": str(tmp_path / "gone.flac"), "speaker": "x"}
+    manifest.loc[len(manifest)] = {**manifest.iloc[0], "path": str(nan), "speaker": "y"}
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    code = trials_main(["--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                        "--per-speaker", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [f"error: {tmp_path / 'gone.flac'}: no such file",
+                   f"error: {nan}: contains NaN or Inf samples"]
+    assert (tmp_path / "out" / "trials.txt").read_text().count("\n") == 15  # 3 good speakers x 2 segments
+
+
 def _dataset_config(tmp_path, root, **training):
     config = yaml.safe_load(_tiny(**{"data.format": "folders", "data.root": str(root), "data.val_speakers": 2,
                                      "data.test_speakers": 1, "output_dir": str(tmp_path / "run"),
@@ -519,7 +542,7 @@ def test_train_bad_dataset(name, tmp_path, capsys):
 
 
 def test_train_leaves_out_unusable_files_and_trains_on_the_rest(mixed_dataset, tmp_path, capsys, caplog):
-    """Every speaker has one file, in six rates and formats; five files are unusable.
+    """Most speakers have one file, in six rates and formats; noise and silence too; five files are unusable.
 
     Each unusable file is reported (a warning naming it and the problem), training runs on
     the rest, a loadable tower is saved, the source is untouched, and the exit code is 1.
@@ -535,7 +558,8 @@ def test_train_leaves_out_unusable_files_and_trains_on_the_rest(mixed_dataset, t
         assert any(f"{mixed_dataset / name}: {problem}" in line for line in reported), (name, reported)
     run = tmp_path / "run"
     used = pd.concat([read_manifest(run / "manifests" / f"{split}.csv") for split in ("train", "val", "test")])
-    assert sorted(Path(p).relative_to(mixed_dataset).as_posix() for p in used["path"]) == sorted(GOOD_FILES)
+    assert sorted(Path(p).relative_to(mixed_dataset).as_posix() for p in used["path"]) == sorted(
+        [*GOOD_FILES, *ODD_FILES])
     assert len(pd.read_csv(run / "log.csv")) == 1 and (run / "tower.keras").is_file()
     assert tree_digest(mixed_dataset) == before
 
@@ -562,6 +586,15 @@ def test_no_shell_anywhere_in_the_project(repo_root):
             text = source.read_text()
             for call in ("shell=True", "os.system(", "os.popen(", "commands.getoutput"):
                 assert call not in text, f"{source}: {call}"
+
+
+def test_every_model_load_is_in_safe_mode(repo_root):
+    """A .keras file is data too: no load anywhere may let it run code (see the Lambda case above)."""
+    for package in ("data_prep", "experiments", "siamese", "sincnet_keras"):
+        for source in (repo_root / package).rglob("*.py"):
+            for line in source.read_text().splitlines():
+                if "load_model(" in line and not line.lstrip().startswith(("#", "def ")):
+                    assert "safe_mode=True" in line, f"{source}: {line.strip()}"
 
 
 # --- reproducibility -------------------------------------------------------------------------
