@@ -73,13 +73,17 @@ def prepare_manifests(config, run_dir, skipped=None):
 
 
 def check_preset(config, source):
-    """The encoder preset must exist; checked with the config, so the error names the config file."""
-    from sincnet_keras import load_preset
+    """The encoder preset must exist; checked with the config, so the error names the config file.
 
-    try:
-        load_preset(config["model"]["preset"])
-    except ValueError as error:
-        raise ConfigError(f"{source}: model.preset: {error}") from None
+    Found the way `sincnet_keras.load_preset` finds it (a name in its presets folder, or a
+    YAML path), without importing Keras: a config error is one line, in well under a second.
+    """
+    name = config["model"]["preset"]
+    presets = Path(__file__).resolve().parents[1] / "sincnet_keras" / "presets"
+    path = Path(name) if Path(name).suffix else presets / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(preset.stem for preset in presets.glob("*.yaml"))
+        raise ConfigError(f"{source}: model.preset: unknown encoder preset {name!r}; known: {known}")
 
 
 def check_pairable(manifests, root):
@@ -238,6 +242,17 @@ def train(config, resume=False, verbose=2, skipped=None):
 
     `skipped` (a list) receives the dataset files left out as unusable.
     """
+    run_dir = Path(config["output_dir"])
+    checkpoint = run_dir / "checkpoints" / "last.keras"
+    if run_dir.exists() and not resume and (run_dir / "log.csv").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume or choose another output_dir")
+    if run_dir.resolve().is_relative_to(Path(config["data"]["root"]).resolve()):
+        raise ConfigError(f"{run_dir}: output_dir must not be inside the dataset folder {config['data']['root']}")
+    training = config["training"]
+    # The dataset first: a bad one fails before anything is written and before TensorFlow loads.
+    manifests = prepare_manifests(config, run_dir, skipped)
+    check_pairable(manifests, config["data"]["root"])
+
     import keras
 
     from data_prep.pipeline import pair_dataset
@@ -246,21 +261,11 @@ def train(config, resume=False, verbose=2, skipped=None):
     from siamese.model import build_siamese, tower_of
     from sincnet_keras import build_encoder, load_preset
 
-    run_dir = Path(config["output_dir"])
-    checkpoint = run_dir / "checkpoints" / "last.keras"
-    if run_dir.exists() and not resume and (run_dir / "log.csv").exists():
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume or choose another output_dir")
-    if run_dir.resolve().is_relative_to(Path(config["data"]["root"]).resolve()):
-        raise ConfigError(f"{run_dir}: output_dir must not be inside the dataset folder {config['data']['root']}")
     try:
         preset = load_preset(config["model"]["preset"])
     except ValueError as error:
         raise ConfigError(f"model.preset: {error}") from None
-    training = config["training"]
     keras.utils.set_random_seed(config["seed"])
-
-    manifests = prepare_manifests(config, run_dir, skipped)  # fails on a bad dataset before anything is written
-    check_pairable(manifests, config["data"]["root"])
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
     train_pairs, val_pairs, steps = make_pairs(manifests, config)

@@ -49,6 +49,30 @@ def speech(real_flac):
     return audio[RATE:7 * RATE]
 
 
+@pytest.fixture(scope="session")
+def shipped_diarizer(shipped_model):
+    from siamese.diarizer import Diarizer
+
+    return Diarizer.load(shipped_model)
+
+
+@pytest.fixture
+def model(monkeypatch, shipped_model, shipped_diarizer):
+    """The shipped model's path; loading it hands back one shared Diarizer (loading costs ~0.3 s a case).
+
+    Loading itself is what the model-file cases below test, with the real `Diarizer.load`.
+    """
+    from siamese.diarizer import Diarizer
+
+    load = Diarizer.load.__func__
+
+    def cached(cls, path=None):
+        return shipped_diarizer if path is not None and Path(path) == shipped_model else load(cls, path)
+
+    monkeypatch.setattr(Diarizer, "load", classmethod(cached))
+    return shipped_model
+
+
 def _write(path, audio, rate=RATE, subtype="PCM_16", **kwargs):
     sf.write(path, audio, rate, subtype=subtype, **kwargs)
     return path
@@ -136,11 +160,11 @@ def warnings_text(err, caplog):
 
 
 @pytest.mark.parametrize("name", AUDIO)
-def test_diarize_input(name, tmp_path, speech, shipped_model, capsys, caplog):
+def test_diarize_input(name, tmp_path, speech, model, capsys, caplog):
     case = AUDIO[name]
     path = case.build(tmp_path, speech)
     out = tmp_path / "out"
-    code = diarize_main([str(path), "--out-dir", str(out), "--model", str(shipped_model)])
+    code = diarize_main([str(path), "--out-dir", str(out), "--model", str(model)])
     err = capsys.readouterr().err
     if case.error:
         assert code == 1
@@ -162,11 +186,11 @@ def test_diarize_input(name, tmp_path, speech, shipped_model, capsys, caplog):
         assert any(case.warning in line and path.stem in line for line in warnings_text(err, caplog).splitlines())
 
 
-def test_diarize_batch_reports_bad_files_and_processes_the_rest(tmp_path, speech, shipped_model, capsys):
+def test_diarize_batch_reports_bad_files_and_processes_the_rest(tmp_path, speech, model, capsys):
     inputs = [AUDIO[name].build(tmp_path, speech) for name in
               ("missing path", "text file renamed .wav", "digital silence", "int16 wav", "NaN sample", "stereo")]
     out = tmp_path / "out"
-    code = diarize_main([*map(str, inputs), "--out-dir", str(out), "--model", str(shipped_model)])
+    code = diarize_main([*map(str, inputs), "--out-dir", str(out), "--model", str(model)])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 1
     assert [line.split()[1].rstrip(":") for line in errors] == [str(inputs[0]), str(inputs[1]), str(inputs[4])]
@@ -201,13 +225,13 @@ def test_diarize_process_level_contract(tmp_path, speech, shipped_model, repo_ro
 
 
 @pytest.mark.parametrize("name", AUDIO)
-def test_verify_input(name, tmp_path, speech, shipped_model, capsys, caplog):
+def test_verify_input(name, tmp_path, speech, model, capsys, caplog):
     case = AUDIO[name]
     reference = _write(tmp_path / "reference.wav", speech)
     path = case.build(tmp_path, speech)
     trials, out = tmp_path / "trials.txt", tmp_path / "scores.txt"
     trials.write_text(f"{reference} {path} target\n")
-    code = verify_main(["--trials", str(trials), "--out", str(out), "--model", str(shipped_model)])
+    code = verify_main(["--trials", str(trials), "--out", str(out), "--model", str(model)])
     err = capsys.readouterr().err
     if case.error:
         assert code == 1
@@ -257,10 +281,10 @@ TRIALS = {
 
 
 @pytest.mark.parametrize("name", TRIALS)
-def test_verify_trials_file(name, tmp_path, speech, shipped_model, capsys):
+def test_verify_trials_file(name, tmp_path, speech, model, capsys):
     trials, named, problem = TRIALS[name](tmp_path, speech)
     out = tmp_path / "scores.txt"
-    assert verify_main(["--trials", str(trials), "--out", str(out), "--model", str(shipped_model)]) == 1
+    assert verify_main(["--trials", str(trials), "--out", str(out), "--model", str(model)]) == 1
     assert_one_error_line(capsys.readouterr().err, named, problem)
     assert not out.exists()  # a scores file missing trials would skew an EER computed from it
 
@@ -380,6 +404,20 @@ def test_train_bad_config(name, tmp_path, capsys):
     assert train_main(["--config", str(config), "--output-dir", str(tmp_path / "run")]) == 1
     assert_one_error_line(capsys.readouterr().err, "experiment.yaml", problem)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_process_level_contract(tmp_path, repo_root):
+    """A real process: a bad config or dataset is exactly one stderr line, before TensorFlow even loads."""
+    config = tmp_path / "experiment.yaml"
+    for text, problem in ((_tiny(**{"training.epochs": 0}), "training.epochs: must be >= 1, got 0"),
+                          (_tiny(**{"data.root": str(tmp_path / "nowhere")}), "nowhere: no such directory")):
+        config.write_text(text)
+        result = subprocess.run([sys.executable, "-m", "experiments.train", "--config", str(config), "--output-dir",
+                                 str(tmp_path / "run")], cwd=repo_root, capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("error: ") and problem in result.stderr, result.stderr
+        assert not (tmp_path / "run").exists()
 
 
 # --- datasets (train and data_prep) ----------------------------------------------------------
@@ -618,12 +656,12 @@ def test_same_seed_gives_identical_pairs(librispeech_manifest):
     assert first == again and first != other
 
 
-def test_same_input_gives_a_byte_identical_rttm(tmp_path, librispeech_manifest, shipped_model):
+def test_same_input_gives_a_byte_identical_rttm(tmp_path, librispeech_manifest, model):
     """Two speakers, two separate runs: the RTTM files are the same bytes."""
     a, b = (sf.read(path, dtype="float32", frames=5 * RATE)[0] for path in librispeech_manifest["path"][:2])
     talk = _write(tmp_path / "talk.wav", np.concatenate([a, b, a]))
     for run in ("first", "second"):
-        assert diarize_main([str(talk), "--out-dir", str(tmp_path / run), "--model", str(shipped_model)]) == 0
+        assert diarize_main([str(talk), "--out-dir", str(tmp_path / run), "--model", str(model)]) == 0
     rttm = (tmp_path / "first" / "talk.rttm").read_bytes()
     assert rttm and rttm == (tmp_path / "second" / "talk.rttm").read_bytes()
 
