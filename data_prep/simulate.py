@@ -95,7 +95,8 @@ def simulate_conversation(
     overlap_prob: float = 0.1,
     overlap_s: tuple[float, float] = (0.2, 0.8),
     max_duration_s: float = 60.0,
-    level_db_range: tuple[float, float] = (-3.0, 3.0),
+    level_db_range: tuple[float, float] = (-6.0, 6.0),
+    noise_snr_db: tuple[float, float] | None = (10.0, 30.0),
 ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Simulate one conversation between distinct speakers of a manifest.
 
@@ -109,6 +110,9 @@ def simulate_conversation(
     probability ``overlap_prob`` start ``overlap_s`` before the previous one
     ends (at most two speakers overlap). The conversation stops when the next
     speaker runs out of audio or the next turn would pass ``max_duration_s``.
+    Speakers differ in level, and a stationary background noise (white, pink
+    or brown, drawn per conversation) is added under the whole recording, so
+    silences are not digital zeros and the speech detector has work to do.
 
     Args:
         manifest: Utterance manifest (``path``, ``speaker``, ``duration_s``).
@@ -123,6 +127,8 @@ def simulate_conversation(
         overlap_s: Range of overlap lengths in seconds.
         max_duration_s: Longest conversation in seconds.
         level_db_range: Range of the random per-speaker gain in dB.
+        noise_snr_db: Range of the speech-to-noise ratio in dB (speech power
+            over the samples where someone speaks); None adds no noise.
 
     Returns:
         ``(audio, turns)``: float32 mono mix with peak 0.9, and the
@@ -193,14 +199,30 @@ def simulate_conversation(
         raise NotEnoughSpeechError(f"speakers {short} got fewer than 2 turns")
     total = min(timeline_end + seconds(pause_s), max_samples)  # trailing silence
     audio = np.zeros(total, dtype=np.float32)
+    active = np.zeros(total, dtype=bool)
     for start, chunk, _ in placed:
         audio[start : start + len(chunk)] += chunk
+        active[start : start + len(chunk)] = True
+    if noise_snr_db is not None:
+        speech_power = float(np.mean(audio[active] ** 2))
+        noise = coloured_noise(total, exponent=float(rng.choice([0.0, 1.0, 2.0])), rng=rng)
+        audio += noise * np.sqrt(speech_power / 10.0 ** (rng.uniform(*noise_snr_db) / 10.0))
     audio *= _PEAK / max(float(np.abs(audio).max()), 1e-9)
     turns = [
         (start / sample_rate, (start + len(chunk)) / sample_rate, speakers[k])
         for start, chunk, k in placed
     ]
     return audio, turns
+
+
+def coloured_noise(length: int, *, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power noise whose power spectrum falls as 1 / f**exponent (0 white, 1 pink, 2 brown)."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    frequencies = np.fft.rfftfreq(length)
+    frequencies[0] = frequencies[1] if length > 1 else 1.0  # no infinite gain at DC
+    noise = np.fft.irfft(spectrum / frequencies ** (exponent / 2), n=length)
+    noise -= noise.mean()
+    return (noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)).astype(np.float32)
 
 
 def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -322,6 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-duration", type=float, default=60.0, help="longest conversation in s (default 60)"
     )
+    parser.add_argument(
+        "--snr", type=float, nargs=2, default=(10.0, 30.0), metavar=("LOW", "HIGH"),
+        help="range of the speech-to-background-noise ratio in dB (default 10 30)",
+    )
+    parser.add_argument("--no-noise", action="store_true", help="add no background noise")
+    parser.add_argument(
+        "--level-db", type=float, default=6.0,
+        help="per-speaker gains are drawn in +-LEVEL_DB dB (default 6)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
@@ -334,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             max_speakers=args.max_speakers,
             sample_rate=args.sample_rate,
             max_duration_s=args.max_duration,
+            noise_snr_db=None if args.no_noise else tuple(args.snr),
+            level_db_range=(-abs(args.level_db), abs(args.level_db)),
         )
     except (ValueError, AudioError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

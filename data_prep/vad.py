@@ -132,11 +132,15 @@ def energy_vad(
     min_speech_s: float = 0.25,
     min_silence_s: float = 0.3,
     abs_floor_db: float = -60.0,
+    noise_margin_db: float | None = None,
 ) -> list[tuple[float, float]]:
     """Find speech regions from frame energies.
 
     A frame is speech when its energy exceeds both ``threshold_db`` below the
-    95th percentile of frame energies and ``abs_floor_db``. Each frame stands
+    95th percentile of frame energies and ``abs_floor_db`` (and, with
+    ``noise_margin_db``, the noise floor, the 10th percentile, by that
+    margin: in steady background noise the loud-frame reference alone would
+    call the noise speech). Each frame stands
     for one hop centred on its window. Silences shorter than ``min_silence_s``
     are bridged, then regions shorter than ``min_speech_s`` are dropped.
 
@@ -149,6 +153,8 @@ def energy_vad(
         min_speech_s: Shortest speech region kept, in seconds.
         min_silence_s: Shortest pause kept between regions, in seconds.
         abs_floor_db: Frames below this absolute level (dBFS) are silence.
+        noise_margin_db: Margin above the 10th-percentile frame energy that
+            speech must exceed; None disables it.
 
     Returns:
         Sorted, non-overlapping ``(start_s, end_s)`` regions; [] for silence.
@@ -165,6 +171,8 @@ def energy_vad(
         return []
     energy_db = frame_energy_db(audio, sample_rate, frame_s=frame_s, hop_s=hop_s)
     threshold = max(np.percentile(energy_db, 95) + threshold_db, abs_floor_db)
+    if noise_margin_db is not None:
+        threshold = max(threshold, np.percentile(energy_db, 10) + noise_margin_db)
     frame_len_s = max(1, int(round(frame_s * sample_rate))) / sample_rate
     hop_len_s = max(1, int(round(hop_s * sample_rate))) / sample_rate
     return _merge_frames(

@@ -15,34 +15,55 @@ import sys
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 
 
-def sweep_threshold(diarizer, recordings, grid):
-    """Total DER (full setting) for each threshold in `grid`; embeddings are computed once."""
+def embed_recordings(diarizer, recordings):
+    """[(uri, Windows, reference)]: every recording embedded once, for many clustering settings."""
+    return [(uri, diarizer.embed(path), reference) for uri, path, reference in recordings]
+
+
+def sweep_threshold(diarizer, embedded, grid):
+    """Total DER (full setting) for each threshold in `grid` over already embedded recordings.
+
+    Neighbouring thresholds often give the same labels, so each distinct labelling is scored once.
+    """
     import numpy as np
 
     from siamese.metrics import DER_SETTINGS, diarization_error
 
-    windows = [(uri, diarizer.embed(path), reference) for uri, path, reference in recordings]
+    scored_labels = {}
     totals = []
     for threshold in grid:
         errors = scored = 0.0
-        for uri, window, reference in windows:
-            labels = diarizer.cluster(window.embeddings, threshold=threshold)
-            result = diarization_error(reference, diarizer.to_annotation(window, labels, uri=uri), **DER_SETTINGS["full"])
+        for uri, windows, reference in embedded:
+            labels = diarizer.cluster(windows.embeddings, threshold=threshold)
+            key = (uri, labels.tobytes())
+            if key not in scored_labels:
+                hypothesis = diarizer.to_annotation(windows, labels, uri=uri)
+                scored_labels[key] = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])
+            result = scored_labels[key]
             errors += result["der"] * result["scored_s"]
             scored += result["scored_s"]
         totals.append(errors / scored)
     return np.asarray(totals)
 
 
-def calibrate_clustering(diarizer, recordings, windows_s, grid):
-    """Sets the (window, threshold) pair with the lowest development DER; returns that DER."""
+def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None):
+    """Sets the (window, switch penalty, threshold) with the lowest development DER; returns that DER.
+
+    `penalties` (resegmentation switch penalties) are only tried when the settings resegment.
+    """
     best = None
     for window_s in windows_s:
         diarizer.settings.window_s = window_s
-        totals = sweep_threshold(diarizer, recordings, grid)
-        if best is None or totals.min() < best[0]:
-            best = (float(totals.min()), window_s, round(float(grid[int(totals.argmin())]), 4))
-    _, diarizer.settings.window_s, diarizer.settings.threshold = best
+        embedded = embed_recordings(diarizer, recordings)
+        for penalty in (penalties or [None]) if diarizer.settings.resegment else [None]:
+            if penalty is not None:
+                diarizer.settings.resegment = {**diarizer.settings.resegment, "switch_penalty": penalty}
+            totals = sweep_threshold(diarizer, embedded, grid)
+            if best is None or totals.min() < best[0]:
+                best = (float(totals.min()), window_s, penalty, round(float(grid[int(totals.argmin())]), 4))
+    _, diarizer.settings.window_s, penalty, diarizer.settings.threshold = best
+    if penalty is not None:
+        diarizer.settings.resegment = {**diarizer.settings.resegment, "switch_penalty": penalty}
     return best[0]
 
 

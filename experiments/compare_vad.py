@@ -21,9 +21,13 @@ from pathlib import Path
 
 # Settings tried per detector: (label, keyword arguments for the detector).
 SETTINGS = {
-    "energy": [(f"threshold_db={value}", {"threshold_db": float(value)}) for value in (-40, -35, -30)],
-    "webrtc": [(f"aggressiveness={value}", {"aggressiveness": value}) for value in (1, 2, 3)],
-    "silero": [(f"threshold={value}", {"threshold": value}) for value in (0.3, 0.5, 0.7)],
+    "energy": [
+        (f"threshold_db={value}" + (f", noise_margin_db={margin}" if margin is not None else ""),
+         {"threshold_db": float(value), "noise_margin_db": margin})
+        for value in (-40, -30) for margin in (None, 3.0, 6.0)
+    ],
+    "webrtc": [(f"aggressiveness={value}", {"aggressiveness": value}) for value in (0, 1, 2, 3)],
+    "silero": [(f"threshold={value}", {"threshold": value}) for value in (0.2, 0.3, 0.5)],
 }
 SAMPLE_RATE = 16000
 

@@ -26,6 +26,7 @@ from experiments.config import ConfigError, load_config
 
 VAL_SEED, TEST_SEED, TRIALS_SEED = 1, 2, 3
 WINDOWS_S = (1.0, 1.5)  # embedding windows tried during calibration, in seconds (longer ones cost speed)
+PENALTIES = (0.5, 1.0, 2.0)  # resegmentation switch penalties tried during calibration
 
 
 def training_facts(run_dir):
@@ -91,7 +92,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.release", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="training run folder (holds config.yaml, tower.keras, manifests/)")
     parser.add_argument("--name", required=True, help="model name: writes models/<name>.keras/.json/.md, results/<name>/")
-    parser.add_argument("--val-conversations", type=int, default=10, help="simulated validation conversations")
+    parser.add_argument("--val-conversations", type=int, default=30, help="simulated validation conversations")
     parser.add_argument("--test-conversations", type=int, default=20, help="simulated test conversations")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="length of the speed-test recording")
     args = parser.parse_args(argv)
@@ -128,7 +129,7 @@ def main(argv=None):
                         seed=VAL_SEED, sample_rate=rate)
     val_trials = write_trials(manifests["val"], heldout / "val_trials", sample_rate=rate, seed=TRIALS_SEED)
     val_recordings = annotated_recordings(heldout / "val_conversations", heldout / "val_conversations")
-    val_der = calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02))
+    val_der = calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02), PENALTIES)
     val_verification = score_trials(diarizer, val_trials)
     diarizer.settings.verification_threshold = round(val_verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": val_der, "val_eer": val_verification["eer"],

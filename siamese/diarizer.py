@@ -5,6 +5,7 @@ saved as `.keras` works, with a JSON sidecar beside it (same stem) that holds
 the sample rate, window, hop and the calibrated clustering threshold.
 """
 
+import hashlib
 import json
 import logging
 import zipfile
@@ -18,7 +19,7 @@ from scipy.spatial.distance import pdist
 
 import sincnet_keras  # noqa: F401  (registers the tower's layers so .keras files load)
 from data_prep.audio import load_audio, normalize_level
-from data_prep.vad import energy_vad
+from data_prep.vad import speech_regions
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +41,22 @@ class DiarizerSettings:
     shared_frames: bool = True  # towers ending in statistics pooling: compute frames once, pool per window
     max_cluster_points: int = 3000  # beyond this many windows, cluster averages of consecutive windows first
     speaker_count: str = "threshold"  # without a given count: "threshold" (cut the dendrogram) or "eigengap"
-    eigengap_prune: float = 0.2  # eigengap: share of each window's strongest affinities kept
+    eigengap_prune: float = 0.2  # eigengap and spectral clustering: share of each window's strongest affinities kept
     max_speakers: int = 10  # eigengap: largest count considered
-    # Keyword arguments of data_prep.vad.energy_vad; -40 dB had the lowest missed + false alarm
-    # speech and the lowest DER on validation conversations (results/vad_comparison.md).
-    vad: dict = field(default_factory=lambda: {"threshold_db": -40.0})
+    # How windows are split once the count is known: "ahc" or "spectral"; spectral, centring and
+    # resegmentation each lowered validation DER (results/pipeline_steps.md).
+    clustering: str = "spectral"
+    # Subtract the recording's mean embedding (and renormalise) before clustering: what all windows
+    # of a recording share (channel, noise, level) is not what tells its speakers apart.
+    center: bool = True
+    # Frame-level resegmentation (None: each stretch of speech takes its nearest window's label).
+    # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
+    # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
+    resegment: dict = field(default_factory=lambda: {"frame_s": 0.05, "switch_penalty": 1.0})
+    # Keyword arguments of data_prep.vad.speech_regions ("method" picks the detector, default energy).
+    # WebRTC at aggressiveness 0 had the lowest missed + false alarm speech on noisy validation
+    # conversations (results/vad_comparison.md).
+    vad: dict = field(default_factory=lambda: {"method": "webrtc", "aggressiveness": 0})
 
     @classmethod
     def from_file(cls, path):
@@ -95,6 +107,57 @@ def eigengap_speaker_count(embeddings, max_speakers=10, prune=0.2):
     return int(np.argmax(np.diff(eigenvalues)[:max_speakers]) + 1)
 
 
+def spectral_labels(embeddings, num_speakers, prune=0.2):
+    """Spectral clustering of (unit-norm) embeddings into `num_speakers` groups.
+
+    Same pruned affinity as `eigengap_speaker_count`, a symmetric normalised Laplacian,
+    and k-means on the row-normalised eigenvectors of its smallest eigenvalues
+    (Ng, Jordan & Weiss, 2002). On validation conversations it splits windows better
+    than average-linkage AHC once the count is known (results/resegmentation.md).
+    """
+    from scipy.linalg import eigh
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import eigsh
+    from sklearn.cluster import KMeans
+
+    count = len(embeddings)
+    if num_speakers <= 1 or count <= num_speakers:
+        return np.arange(count) if count <= num_speakers else np.zeros(count, dtype=int)
+    affinity = np.clip(embeddings @ embeddings.T, 0.0, None)  # shape: (count, count)
+    np.fill_diagonal(affinity, 0.0)
+    weakest = np.argpartition(affinity, count - max(1, int(count * prune)), axis=1)[:, :count - max(1, int(count * prune))]
+    np.put_along_axis(affinity, weakest, 0.0, axis=1)
+    affinity = (affinity + affinity.T) / 2
+    scale = 1.0 / np.sqrt(np.maximum(affinity.sum(axis=1), 1e-12))
+    affinity *= scale[:, None]
+    affinity *= scale[None, :]  # D^-1/2 A D^-1/2: its largest eigenvectors are the Laplacian's smallest
+    if count > 500:  # the pruned matrix is sparse; Lanczos beats a dense solver on long recordings
+        start = np.random.default_rng(0).uniform(0.5, 1.5, count)  # fixed start vector: reproducible labels
+        _, vectors = eigsh(csr_matrix(affinity), k=num_speakers, which="LA", v0=start)
+    else:
+        _, vectors = eigh(affinity, subset_by_index=[count - num_speakers, count - 1])  # shape: (count, speakers)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return KMeans(num_speakers, n_init=10, random_state=0).fit_predict(vectors)
+
+
+def viterbi(scores, switch_penalty):
+    """Best state path through `scores` (frames, states) when every change of state costs `switch_penalty`."""
+    frames, states = scores.shape
+    total = scores[0].astype(np.float64)
+    came_from = np.zeros((frames, states), dtype=np.int32)
+    for t in range(1, frames):
+        best = int(np.argmax(total))
+        switch = total[best] - switch_penalty
+        stay = total >= switch  # staying beats coming from the best other state
+        came_from[t] = np.where(stay, np.arange(states), best)
+        total = np.where(stay, total, switch) + scores[t]
+    path = np.empty(frames, dtype=int)
+    path[-1] = int(np.argmax(total))
+    for t in range(frames - 1, 0, -1):
+        path[t - 1] = came_from[t, path[t]]
+    return path
+
+
 def sidecar_path(model_path):
     return Path(model_path).with_suffix(".json")
 
@@ -111,6 +174,7 @@ class Diarizer:
         self.tower = tower
         self.settings = settings or DiarizerSettings()
         self._frame_split = None  # built on first use, see `frame_split`
+        self._spectral_memo = {}  # (points digest, count, prune) -> labels; threshold sweeps repeat counts
 
     @classmethod
     def load(cls, path=None):
@@ -162,6 +226,10 @@ class Diarizer:
             starts += region_starts
             region_of += [index] * len(region_starts)
         return np.asarray(starts, dtype=float), np.asarray(region_of, dtype=int)
+
+    def speech(self, audio):
+        """Speech regions `[(start_s, end_s)]` from the detector the settings name."""
+        return speech_regions(audio, self.settings.sample_rate, **self.settings.vad)
 
     # 2. Embed every window once, in batches.
     def embed_windows(self, audio, starts):
@@ -241,7 +309,7 @@ class Diarizer:
         """Speech regions, window starts and one embedding per window (see `Windows`)."""
         audio = self.load_audio(audio_or_path)
         duration_s = len(audio) / self.settings.sample_rate
-        regions = energy_vad(audio, self.settings.sample_rate, **self.settings.vad)
+        regions = self.speech(audio)
         if not regions:
             return Windows(np.zeros(0), [], np.zeros(0, int), np.zeros((0, 0), np.float32))
         starts, region_of = self.window_starts(regions, duration_s)
@@ -258,7 +326,7 @@ class Diarizer:
         """
         audio = self.load_audio(audio_or_path)
         duration_s = len(audio) / self.settings.sample_rate
-        regions = energy_vad(audio, self.settings.sample_rate, **self.settings.vad) or [(0.0, duration_s)]
+        regions = self.speech(audio) or [(0.0, duration_s)]
         starts, _ = self.window_starts(regions, duration_s)
         embeddings = self.embed_windows(audio, starts)
         mean = embeddings.mean(axis=0)
@@ -267,6 +335,13 @@ class Diarizer:
         return mean
 
     # 3. Cluster the distance matrix.
+    def clustering_space(self, embeddings):
+        """The embeddings clustering compares: as they are, or centred on the recording's mean."""
+        if not self.settings.center or len(embeddings) < 2:
+            return embeddings
+        centred = embeddings - embeddings.mean(axis=0)
+        return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+
     def cluster(self, embeddings, num_speakers=None, threshold=None):
         """Agglomerative clustering of window embeddings on Euclidean distances.
 
@@ -286,6 +361,7 @@ class Diarizer:
         count = len(embeddings)
         if count <= 1:
             return np.zeros(count, dtype=int)
+        embeddings = self.clustering_space(embeddings)
         group = int(np.ceil(count / s.max_cluster_points))
         points = embeddings
         if group > 1:
@@ -294,6 +370,8 @@ class Diarizer:
             num_speakers = eigengap_speaker_count(points, s.max_speakers, s.eigengap_prune)
         elif s.speaker_count not in ("threshold", "eigengap"):
             raise ValueError(f"speaker_count must be 'threshold' or 'eigengap', got {s.speaker_count!r}")
+        if s.clustering not in ("ahc", "spectral"):
+            raise ValueError(f"clustering must be 'ahc' or 'spectral', got {s.clustering!r}")
         distances = pdist(points, metric="euclidean")  # condensed (points * (points - 1) / 2,)
         tree = linkage(distances, method=s.linkage)
         min_size = max(1, int(np.ceil(s.min_cluster_s / s.hop_s / group)))
@@ -312,6 +390,15 @@ class Diarizer:
             if len(keep) == 0:
                 keep = np.array([np.argmax(sizes)])
         keep = keep[sizes[keep] > 0]
+        if s.clustering == "spectral" and len(keep) > 1:
+            # AHC only decided how many speakers there are; the spectral split decides who is who.
+            key = (hashlib.sha1(np.ascontiguousarray(points).tobytes()).hexdigest(), len(keep), s.eigengap_prune)
+            if key not in self._spectral_memo:
+                if len(self._spectral_memo) > 256:
+                    self._spectral_memo.clear()
+                self._spectral_memo[key] = spectral_labels(points, len(keep), s.eigengap_prune)
+            labels = self._spectral_memo[key] + 1
+            keep = np.arange(1, len(keep) + 1)
         centroids = np.stack([points[labels == label].mean(axis=0) for label in keep])  # shape: (speakers, D)
         if group > 1:
             points, labels = embeddings, np.full(count, -1)  # every window goes to its nearest centroid
@@ -326,7 +413,14 @@ class Diarizer:
 
     # 4. Labels back onto the timeline.
     def to_annotation(self, windows, labels, uri="audio"):
-        """Each stretch of speech goes to the window whose centre is nearest; same labels merge."""
+        """Window labels -> speaker turns on the speech regions; same labels merge.
+
+        Without resegmentation each stretch of speech goes to the window whose centre
+        is nearest. With it (`settings.resegment`), short frames are labelled by a
+        Viterbi pass over the distances of their covering windows to each speaker.
+        """
+        if self.settings.resegment:
+            return self.resegment(windows, labels, uri=uri)
         annotation = Annotation(uri=uri)
         half = self.settings.window_s / 2
         for index, (begin, end) in enumerate(windows.regions):
@@ -337,6 +431,47 @@ class Diarizer:
                 start, stop = max(begin, cuts[position]), min(end, cuts[position + 1])
                 if stop > start:
                     annotation[Segment(start, stop), "_"] = f"spk{labels[member]}"
+        return annotation.support(collar=0.0)
+
+    def resegment(self, windows, labels, uri="audio"):
+        """Frame-level speaker turns: every window votes for the frames it covers.
+
+        A window's vote is its squared distance to each speaker's centroid, so a frame
+        inside a turn is scored by every window around it and a frame near a change by
+        windows of both speakers. Viterbi then trades the summed frame distances against
+        `switch_penalty` per change of speaker, which removes one-window flickers.
+        """
+        frame_s = float(self.settings.resegment.get("frame_s", 0.05))
+        penalty = float(self.settings.resegment.get("switch_penalty", 1.0))
+        speakers = np.unique(labels)
+        x = self.clustering_space(windows.embeddings)
+        centroids = np.stack([x[labels == k].mean(axis=0) for k in speakers])  # shape: (speakers, D)
+        squared = (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None]  # (windows, speakers)
+        end_s = max(windows.regions[-1][1], float(windows.starts.max()) + self.settings.window_s)
+        num_frames = int(np.ceil(end_s / frame_s)) + 1
+        first = np.clip(np.round(windows.starts / frame_s).astype(int), 0, num_frames - 1)
+        last = np.clip(np.round((windows.starts + self.settings.window_s) / frame_s).astype(int), first + 1, num_frames)
+        # Sum and count of covering windows per frame, from difference arrays: O(windows + frames).
+        sums = np.zeros((num_frames + 1, len(speakers)))
+        np.add.at(sums, first, squared)
+        np.add.at(sums, last, -squared)
+        covering = np.bincount(first, minlength=num_frames + 1) - np.bincount(last, minlength=num_frames + 1)
+        sums, covering = np.cumsum(sums, axis=0)[:num_frames], np.cumsum(covering)[:num_frames]
+        scores = -sums / np.maximum(covering, 1)[:, None]  # frames no window covers score 0 for everyone
+        spans = [np.arange(int(round(b / frame_s)), max(int(round(e / frame_s)), int(round(b / frame_s)) + 1))
+                 for b, e in windows.regions]
+        speech = np.clip(np.concatenate(spans), 0, num_frames - 1)
+        path = speakers[viterbi(scores[speech], penalty)]
+        annotation = Annotation(uri=uri)
+        offset = 0
+        for (begin, end), span in zip(windows.regions, spans):
+            region_labels = path[offset:offset + len(span)]
+            offset += len(span)
+            changes = np.flatnonzero(np.diff(region_labels)) + 1
+            edges = [begin, *(span[changes] * frame_s), end]
+            for run, label in zip(range(len(edges) - 1), region_labels[[0, *changes]]):
+                if edges[run + 1] > edges[run]:
+                    annotation[Segment(edges[run], edges[run + 1]), "_"] = f"spk{label}"
         return annotation.support(collar=0.0)
 
     def diarize(self, audio_or_path, num_speakers=None, uri=None):

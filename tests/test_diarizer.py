@@ -9,6 +9,10 @@ from pyannote.core import Annotation
 from siamese.diarizer import Diarizer, DiarizerSettings, Windows
 from sincnet_keras import build_encoder
 
+# The first-release pipeline: raw embeddings, AHC for the split, nearest-window turns. The tests
+# of clustering mechanics below use it on hand-made (not unit-norm) embeddings.
+AHC = {"center": False, "clustering": "ahc", "resegment": None}
+
 
 @pytest.fixture(scope="module")
 def tiny_diarizer():
@@ -32,7 +36,7 @@ def _two_blobs(seed=0, dim=8):
 @pytest.mark.parametrize("linkage", ["average", "complete", "single"])
 def test_cluster_two_blobs_by_threshold(linkage):
     embeddings, expected = _two_blobs()
-    diarizer = Diarizer(tower=None, settings=DiarizerSettings(threshold=2.0, linkage=linkage))
+    diarizer = Diarizer(tower=None, settings=DiarizerSettings(**AHC, threshold=2.0, linkage=linkage))
     labels = diarizer.cluster(embeddings)
     np.testing.assert_array_equal(labels, expected)
     # An explicit threshold overrides the calibrated one.
@@ -41,7 +45,7 @@ def test_cluster_two_blobs_by_threshold(linkage):
 
 def test_cluster_two_blobs_by_count():
     embeddings, expected = _two_blobs(seed=1)
-    diarizer = Diarizer(tower=None, settings=DiarizerSettings(threshold=1e6))  # threshold must not matter
+    diarizer = Diarizer(tower=None, settings=DiarizerSettings(**AHC, threshold=1e6))  # threshold must not matter
     np.testing.assert_array_equal(diarizer.cluster(embeddings, num_speakers=2), expected)
     assert diarizer.cluster(embeddings, num_speakers=1).tolist() == [0] * 20
 
@@ -51,7 +55,7 @@ def test_cluster_labels_ordered_by_first_appearance():
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     order = [2, 2, 0, 1, 0, 2, 1]
     embeddings = centres[order] + rng.normal(0, 0.05, (len(order), 2))
-    labels = Diarizer(None, DiarizerSettings(threshold=1.0, min_cluster_s=0.0)).cluster(embeddings)
+    labels = Diarizer(None, DiarizerSettings(**AHC, threshold=1.0, min_cluster_s=0.0)).cluster(embeddings)
     assert labels.tolist() == [0, 0, 1, 2, 1, 0, 2]
 
 
@@ -62,14 +66,14 @@ def test_small_clusters_join_the_nearest_speaker():
     b = rng.normal(0, 0.05, (20, 2)) + [10.0, 0.0]
     strays = np.array([[2.0, 4.0], [2.2, 4.1], [9.0, 3.0]])  # nearer a, nearer a, nearer b
     embeddings = np.concatenate([a, b, strays])
-    diarizer = Diarizer(None, DiarizerSettings(threshold=1.0, hop_s=0.25, min_cluster_s=2.0))
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, threshold=1.0, hop_s=0.25, min_cluster_s=2.0))
     for labels in (diarizer.cluster(embeddings), diarizer.cluster(embeddings, num_speakers=2)):
         assert sorted(set(labels.tolist())) == [0, 1]
         assert labels[40:].tolist() == [0, 0, 1]
 
 
 def test_cluster_zero_and_one_window():
-    diarizer = Diarizer(None, DiarizerSettings())
+    diarizer = Diarizer(None, DiarizerSettings(**AHC))
     assert diarizer.cluster(np.zeros((0, 4))).tolist() == []
     assert diarizer.cluster(np.ones((1, 4))).tolist() == [0]
     assert diarizer.cluster(np.ones((1, 4)), num_speakers=3).tolist() == [0]
@@ -79,7 +83,7 @@ def test_cluster_zero_and_one_window():
 
 
 def test_window_starts_cover_regions():
-    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.25))
     regions = [(2.0, 2.6), (5.0, 7.1)]
     starts, region_of = diarizer.window_starts(regions, duration_s=10.0)
 
@@ -97,13 +101,13 @@ def test_window_starts_cover_regions():
 
 
 def test_window_starts_short_regions_stay_inside_the_file():
-    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.25))
     starts, _ = diarizer.window_starts([(0.1, 0.5), (2.8, 3.0)], duration_s=3.0)
     np.testing.assert_allclose(starts, [0.0, 2.0])
 
 
 def test_window_starts_region_of_exact_window_length():
-    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.25))
     starts, _ = diarizer.window_starts([(4.0, 5.0)], duration_s=10.0)
     np.testing.assert_allclose(starts, [4.0])
 
@@ -116,7 +120,7 @@ def _tracks(annotation):
 
 
 def test_to_annotation_merges_segments_inside_regions():
-    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.5))
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.5))
     regions = [(0.0, 3.0), (4.0, 4.5)]
     starts, region_of = diarizer.window_starts(regions, duration_s=6.0)
     np.testing.assert_allclose(starts, [0.0, 0.5, 1.0, 1.5, 2.0, 3.75])  # short region: centred window
@@ -132,7 +136,7 @@ def test_to_annotation_merges_segments_inside_regions():
 
 
 def test_to_annotation_single_label_is_one_segment_per_region():
-    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25))
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.25))
     regions = [(1.0, 4.0), (6.0, 9.0)]
     starts, region_of = diarizer.window_starts(regions, duration_s=10.0)
     windows = Windows(starts, regions, region_of, np.zeros((len(starts), 2)))
@@ -176,7 +180,7 @@ def test_long_recordings_cluster_in_two_stages_with_bounded_memory():
     centres = np.eye(3, 8) * 3.0
     truth = np.repeat(np.tile([0, 1, 2], 20), 20000 // 60 + 1)[:20000]
     embeddings = centres[truth] + rng.normal(0, 0.1, (20000, 8))
-    settings = DiarizerSettings(threshold=1.0, hop_s=0.25, max_cluster_points=1000)
+    settings = DiarizerSettings(**AHC, threshold=1.0, hop_s=0.25, max_cluster_points=1000)
     labels = Diarizer(None, settings).cluster(embeddings)
     assert labels.shape == (20000,) and len(set(labels.tolist())) == 3
     mapping = {true: labels[np.flatnonzero(truth == true)[0]] for true in range(3)}
@@ -194,7 +198,88 @@ def test_eigengap_counts_well_separated_speakers():
         points = centres[np.repeat(np.arange(speakers), 30)] + rng.normal(0, 0.05, (30 * speakers, 16))
         points /= np.linalg.norm(points, axis=1, keepdims=True)
         assert eigengap_speaker_count(points, max_speakers=8, prune=0.2) == speakers
-    diarizer = Diarizer(None, DiarizerSettings(speaker_count="eigengap", hop_s=0.25))
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, speaker_count="eigengap", hop_s=0.25))
     assert len(set(diarizer.cluster(points).tolist())) == 4
     with pytest.raises(ValueError):
-        Diarizer(None, DiarizerSettings(speaker_count="guess")).cluster(points)
+        Diarizer(None, DiarizerSettings(**AHC, speaker_count="guess")).cluster(points)
+
+
+# --- The default pipeline: centring, spectral split, frame-level Viterbi resegmentation ---------
+
+
+def test_viterbi_matches_brute_force():
+    """The dynamic programme finds the best path of sum(scores) - penalty * switches."""
+    import itertools
+
+    from siamese.diarizer import viterbi
+
+    rng = np.random.default_rng(0)
+    for penalty in (0.0, 0.7, 3.0):
+        scores = rng.normal(size=(6, 3))
+        best = max(itertools.product(range(3), repeat=6),
+                   key=lambda path: scores[np.arange(6), path].sum() - penalty * np.count_nonzero(np.diff(path)))
+        path = viterbi(scores, penalty)
+        value = lambda p: scores[np.arange(6), p].sum() - penalty * np.count_nonzero(np.diff(p))  # noqa: E731
+        assert value(path) == pytest.approx(value(np.array(best)))
+
+
+def test_viterbi_penalty_removes_a_flicker():
+    from siamese.diarizer import viterbi
+
+    scores = np.array([[0.0, -1.0]] * 5 + [[-1.0, 0.0]] + [[0.0, -1.0]] * 5)
+    assert viterbi(scores, 0.0).tolist() == [0] * 5 + [1] + [0] * 5
+    assert viterbi(scores, 1.0).tolist() == [0] * 11
+
+
+def _unit_speakers(order, dim=16, spread=0.1, common=0.0, seed=0):
+    """Unit-norm embeddings of speakers `order` (one window each), optionally sharing a common component."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(max(order) + 1, dim)
+    points = centres[order] + common * np.ones(dim) + rng.normal(0, spread, (len(order), dim))
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def test_spectral_labels_split_speakers():
+    from siamese.diarizer import spectral_labels
+
+    truth = np.repeat([0, 1, 2], 40)
+    labels = spectral_labels(_unit_speakers(truth), 3)
+    assert len(set(labels.tolist())) == 3
+    for speaker in range(3):  # every speaker's windows share one label
+        assert len(set(labels[truth == speaker].tolist())) == 1
+
+
+def test_centring_removes_what_all_windows_share():
+    """A strong common component hides the speakers from a fixed threshold; centring reveals them."""
+    embeddings = _unit_speakers(np.repeat([0, 1, 0], 20), common=1.0, spread=0.01)
+    settings = {**AHC, "threshold": 0.5, "min_cluster_s": 0.0}
+    assert len(set(Diarizer(None, DiarizerSettings(**settings)).cluster(embeddings).tolist())) == 1
+    centred = Diarizer(None, DiarizerSettings(**{**settings, "center": True})).cluster(embeddings)
+    assert centred.tolist() == [0] * 20 + [1] * 20 + [0] * 20
+
+
+def test_default_pipeline_finds_speakers_in_turn_order():
+    settings = DiarizerSettings()
+    assert settings.center and settings.clustering == "spectral" and settings.resegment
+    truth = np.repeat([0, 1, 2, 0, 1], 16)
+    labels = Diarizer(None, DiarizerSettings(threshold=0.8)).cluster(_unit_speakers(truth))
+    assert labels.tolist() == truth.tolist()
+
+
+def test_resegment_places_the_change_between_speakers_and_removes_flickers():
+    """Windows of 1 s every 0.25 s over one 10 s region; speaker 0 until 5 s, then speaker 1."""
+    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, hop_s=0.25, resegment={"frame_s": 0.05, "switch_penalty": 1.0}))
+    regions = [(0.0, 10.0), (11.0, 11.5)]
+    starts, region_of = diarizer.window_starts(regions, duration_s=12.0)
+    centres = starts + 0.5
+    truth = (centres > 5.0).astype(int)
+    labels = truth.copy()
+    labels[4] = 1  # one window of speaker 0 mislabelled by clustering
+    # A window straddling the change has an embedding between the two speakers.
+    share = np.clip(starts + 1.0 - 5.0, 0.0, 1.0)  # fraction of the window after 5 s
+    embeddings = (1 - share)[:, None] * np.eye(2, 8)[0] + share[:, None] * np.eye(2, 8)[1]
+    annotation = diarizer.to_annotation(Windows(starts, regions, region_of, embeddings), labels, uri="x")
+    tracks = _tracks(annotation)
+    assert [label for *_, label in tracks[:2]] == ["spk0", "spk1"] and len(tracks) == 3
+    assert tracks[0][0] == 0.0 and tracks[0][1] == pytest.approx(5.0, abs=0.1)  # the change, to a frame
+    assert tracks[1][1] == 10.0 and tracks[2][:2] == (11.0, 11.5)  # turns stay inside the speech regions

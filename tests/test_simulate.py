@@ -107,3 +107,33 @@ def test_cli(librispeech_manifest, tmp_path, capsys):
     assert index["uri"].tolist() == ["conv_000"] and (out / "conv_000.rttm").exists()
     assert main(["--manifest", str(tmp_path / "nope.csv"), "--out", str(out)]) == 1
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_background_noise_has_the_drawn_level(librispeech_manifest):
+    """Silences carry noise at 10-30 dB below the speech; without noise they are digital zeros."""
+    for noise, check in (((10.0, 30.0), True), (None, False)):
+        audio, turns = simulate_conversation(
+            librispeech_manifest, num_speakers=2, rng=np.random.default_rng(5), noise_snr_db=noise
+        )
+        active = np.zeros(len(audio), bool)
+        for start, end, _ in turns:
+            active[int(start * SR) : int(end * SR)] = True
+        gaps = audio[~active]
+        if not check:
+            assert np.all(gaps == 0.0)
+            continue
+        snr_db = 10 * np.log10(np.mean(audio[active] ** 2) / np.mean(gaps**2))
+        assert 9.0 < snr_db < 31.0
+
+
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
+def test_coloured_noise_spectrum_slope(exponent):
+    from data_prep.simulate import coloured_noise
+
+    noise = coloured_noise(2**16, exponent=exponent, rng=np.random.default_rng(0))
+    assert noise.dtype == np.float32 and np.mean(noise**2) == pytest.approx(1.0, rel=1e-3)
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(len(noise))
+    low, high = power[(freqs > 0.01) & (freqs < 0.02)].mean(), power[(freqs > 0.1) & (freqs < 0.2)].mean()
+    # A decade apart in frequency: 10 dB per decade per unit of exponent.
+    assert 10 * np.log10(low / high) == pytest.approx(10 * exponent, abs=1.5)
