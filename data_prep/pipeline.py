@@ -9,6 +9,7 @@ same however many threads decode it.
 import numpy as np
 
 from data_prep.audio import load_audio, normalize_level
+from data_prep.augment import add_noise
 
 
 def frame_activity(audio, sample_rate, frame_s=0.02, dynamic_range_db=30.0, floor_db=-55.0):
@@ -50,7 +51,8 @@ def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, 
     return normalize_level(best).astype(np.float32)
 
 
-def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False, cache_mb=2048):
+def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False, cache_mb=2048,
+                 noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
     """A `tf.data.Dataset` of `((first, second), label)` batches.
 
     Args:
@@ -63,6 +65,9 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
             many MB, each utterance is decoded once and crops are sliced from
             memory; otherwise every crop is seek-read from its file. The choice is
             made once for the whole manifest, so crops never depend on timing.
+        noise_prob: share of crops that get white, pink or brown background noise
+            at an SNR drawn from `noise_snr_db` (augmentation; drawn from the pair's
+            seed like the crop itself).
 
     Shapes: first, second `(batch, window_samples, 1)`, label `(batch,)`.
     """
@@ -80,7 +85,10 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
             audio = cache.get(row)
             if audio is None:
                 audio = cache[row] = load_audio(paths[row], sample_rate)
-        return random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=audio)
+        clean = random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=audio)
+        if noise_prob > 0.0 and rng.random() < noise_prob:
+            return normalize_level(add_noise(clean, rng.uniform(*noise_snr_db), rng))
+        return clean
 
     def load_batch(first, second, crop_seed):
         batch = np.zeros((2, len(first), num_samples, 1), np.float32)

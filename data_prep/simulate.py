@@ -20,6 +20,7 @@ import pandas as pd
 from pyannote.core import Annotation, Segment
 from tqdm import tqdm
 
+from data_prep.augment import coloured_noise
 from data_prep.audio import AudioError, atomic_path, load_audio, normalize_level, write_wav
 from data_prep.manifest import read_manifest
 from data_prep.rttm import write_rttm
@@ -213,16 +214,6 @@ def simulate_conversation(
         for start, chunk, k in placed
     ]
     return audio, turns
-
-
-def coloured_noise(length: int, *, exponent: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power noise whose power spectrum falls as 1 / f**exponent (0 white, 1 pink, 2 brown)."""
-    spectrum = np.fft.rfft(rng.standard_normal(length))
-    frequencies = np.fft.rfftfreq(length)
-    frequencies[0] = frequencies[1] if length > 1 else 1.0  # no infinite gain at DC
-    noise = np.fft.irfft(spectrum / frequencies ** (exponent / 2), n=length)
-    noise -= noise.mean()
-    return (noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)).astype(np.float32)
 
 
 def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -27,8 +27,14 @@ SCHEMA = {
         "lr_decay_patience": int,
         "lr_decay_factor": float,
         "accuracy_threshold": float,
+        "noise_prob": float,
+        "noise_snr_low": float,
+        "noise_snr_high": float,
     },
 }
+
+# Keys a config may leave out, with the value they then take (older configs stay valid).
+OPTIONAL = {"training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0}}
 
 
 # Smallest value each number may take: a zero batch size or epoch count is a
@@ -46,6 +52,7 @@ MINIMUM = {
     "training.lr_decay_patience": 0,
     "training.lr_decay_factor": 0.0,
     "training.accuracy_threshold": 0.0,
+    "training.noise_prob": 0.0,
 }
 # Numbers that must be strictly above their minimum (a rate or factor of 0 does nothing).
 STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor"}
@@ -85,6 +92,8 @@ def _check(section, schema, where):
     if where == "training.":
         if section["lr_decay_factor"] >= 1.0:
             raise ConfigError(f"training.lr_decay_factor: must be < 1, got {section['lr_decay_factor']!r}")
+        if section["noise_prob"] > 1.0 or section["noise_snr_low"] > section["noise_snr_high"]:
+            raise ConfigError("training.noise_prob must be <= 1 and noise_snr_low <= noise_snr_high")
         if section["pairs_per_epoch"] < section["batch_size"]:
             raise ConfigError(f"training.pairs_per_epoch ({section['pairs_per_epoch']}) must be at least "
                               f"training.batch_size ({section['batch_size']})")
@@ -105,6 +114,9 @@ def load_config(path):
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
+        for section, defaults in OPTIONAL.items():
+            if isinstance(config, dict) and isinstance(config.get(section), dict):
+                config[section] = {**defaults, **config[section]}
         _check(config, SCHEMA, "")
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None

@@ -237,10 +237,11 @@ def pipeline_error(error):
     return AudioError(found.group(1)) if found else None
 
 
-def train(config, resume=False, verbose=2, skipped=None):
+def train(config, resume=False, verbose=2, skipped=None, init=None):
     """Runs one training described by a validated config; returns the run folder.
 
-    `skipped` (a list) receives the dataset files left out as unusable.
+    `skipped` (a list) receives the dataset files left out as unusable. `init` (a tower
+    `.keras` of the same preset) starts training from its weights: fine-tuning.
     """
     run_dir = Path(config["output_dir"])
     checkpoint = run_dir / "checkpoints" / "last.keras"
@@ -283,7 +284,15 @@ def train(config, resume=False, verbose=2, skipped=None):
     if siamese is None or not rows:
         fields, rows = [], []
         (run_dir / "log.csv").unlink(missing_ok=True)
-        siamese = build_siamese(build_encoder(preset))
+        tower = build_encoder(preset)
+        if init is not None:
+            start = load_checkpoint(init)
+            try:
+                tower.set_weights(start.get_weights())
+            except ValueError as error:
+                raise ConfigError(f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
+            logger.info("starting from the weights of %s", init)
+        siamese = build_siamese(tower)
         siamese.compile(
             optimizer=keras.optimizers.Adam(training["learning_rate"]),
             loss=ContrastiveLoss(margin=training["margin"]),
@@ -302,8 +311,12 @@ def train(config, resume=False, verbose=2, skipped=None):
         rate, window_s, batch = preset["sample_rate"], preset["window_s"], training["batch_size"]
         remaining = pd.concat(train_pairs[initial_epoch:], ignore_index=True)
         train_data = pair_dataset(manifests["train"], remaining, sample_rate=rate, window_s=window_s,
-                                  batch_size=batch, drop_remainder=True)
-        val_data = pair_dataset(manifests["val"], val_pairs, sample_rate=rate, window_s=window_s, batch_size=batch)
+                                  batch_size=batch, drop_remainder=True, noise_prob=training["noise_prob"],
+                                  noise_snr_db=(training["noise_snr_low"], training["noise_snr_high"]))
+        # Validation pairs get the same augmentation, so early stopping judges the task being trained.
+        val_data = pair_dataset(manifests["val"], val_pairs, sample_rate=rate, window_s=window_s, batch_size=batch,
+                                noise_prob=training["noise_prob"],
+                                noise_snr_db=(training["noise_snr_low"], training["noise_snr_high"]))
         started = time.time()
         try:
             history = siamese.fit(
@@ -339,6 +352,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, help="override training.epochs")
     parser.add_argument("--output-dir", help="override output_dir")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
+    parser.add_argument("--init", help="start from this trained tower (.keras, same preset): fine-tuning")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.epochs is not None and args.epochs < 1:
@@ -351,7 +365,7 @@ def main(argv=None):
             config["training"]["epochs"] = args.epochs
         if args.output_dir:
             config["output_dir"] = args.output_dir
-        run_dir = train(config, resume=args.resume, verbose=0 if args.quiet else 2, skipped=skipped)
+        run_dir = train(config, resume=args.resume, verbose=0 if args.quiet else 2, skipped=skipped, init=args.init)
     except (ConfigError, ValueError, OSError, AudioError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

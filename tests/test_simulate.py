@@ -128,7 +128,7 @@ def test_background_noise_has_the_drawn_level(librispeech_manifest):
 
 @pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
 def test_coloured_noise_spectrum_slope(exponent):
-    from data_prep.simulate import coloured_noise
+    from data_prep.augment import coloured_noise
 
     noise = coloured_noise(2**16, exponent=exponent, rng=np.random.default_rng(0))
     assert noise.dtype == np.float32 and np.mean(noise**2) == pytest.approx(1.0, rel=1e-3)

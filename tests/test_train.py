@@ -59,3 +59,37 @@ def test_missing_dataset_leaves_no_run_folder(tmp_path, capsys):
     assert train_main(["--config", str(path)]) == 1
     assert "nowhere" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_init_fine_tunes_from_a_trained_tower(tmp_path, librispeech_root, capsys):
+    """`--init` starts from a tower's weights; the noise options are optional config keys."""
+    (tmp_path / "a").mkdir()
+    first = tiny_config(tmp_path / "a", librispeech_root, epochs=1)
+    assert train_main(["--config", str(first), "--quiet"]) == 0
+    tower = tmp_path / "a" / "run" / "tower.keras"
+    config = yaml.safe_load(open(first))
+    config["output_dir"] = str(tmp_path / "b" / "run")
+    config["training"].update(noise_prob=1.0, noise_snr_low=5.0, noise_snr_high=20.0, learning_rate=1e-12)
+    second = tmp_path / "b.yaml"
+    second.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(second), "--quiet", "--init", str(tower)]) == 0
+    start = keras.saving.load_model(tower, safe_mode=True)
+    tuned = keras.saving.load_model(tmp_path / "b" / "run" / "tower.keras", safe_mode=True)
+    x = np.random.default_rng(0).normal(0, 0.1, (2, 4000, 1)).astype("float32")
+    # A vanishing learning rate: the fine-tuned tower is the starting one (BatchNorm statistics aside).
+    np.testing.assert_allclose(start(x, training=False), tuned(x, training=False), atol=0.05)
+    config["output_dir"] = str(tmp_path / "c" / "run")
+    config["model"]["preset"] = "default"
+    second.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert train_main(["--config", str(second), "--quiet", "--init", str(tower)]) == 1
+    assert "--init" in capsys.readouterr().err
+
+
+def test_noise_options_are_checked(tmp_path, capsys):
+    config = yaml.safe_load(open("experiments/configs/tiny.yaml"))
+    config["training"].update(noise_prob=0.5, noise_snr_low=30.0, noise_snr_high=5.0)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path)]) == 1
+    assert "noise_snr_low" in capsys.readouterr().err

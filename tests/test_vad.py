@@ -176,7 +176,7 @@ def test_compare_vad_cli(tmp_path, write_test_wav, capsys):
     args = ["--audio", str(tmp_path / "audio"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]
     assert main(args + ["--methods", "energy", "webrtc"]) == 0
     table = out.read_text()
-    assert "| energy | threshold_db=-35 | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
+    assert "| energy | threshold_db=-30 | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
     assert main(["--audio", str(tmp_path / "missing"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
     assert capsys.readouterr().err.strip().startswith("error: --audio")
     assert main(["--audio", str(tmp_path / "rttm"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
