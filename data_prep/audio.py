@@ -147,12 +147,18 @@ def load_audio(
                 wanted = min(int(round(duration_s * native_rate)), available)
             if start and wanted:
                 sound.seek(start)
-            audio = _read_mono(sound, wanted, _frame_budget(file))
+            if native_rate == sample_rate:
+                audio = _read_mono(sound, wanted, _frame_budget(file))
+                frames_read = audio.size
+            else:
+                audio, frames_read = _read_resampled(sound, wanted, sample_rate, _frame_budget(file))
             promised = _promised_frames(sound)
     except _DECODE_ERRORS as exc:
         raise AudioError(f"{file}: not a readable audio file ({_one_line(exc)})") from None
-    if audio.size < wanted:
-        logger.warning("%s: file truncated, read %d of %d frames", file, audio.size, wanted)
+    except _RESAMPLE_ERRORS as exc:  # e.g. a corrupt header's absurd rate
+        raise AudioError(f"{file}: cannot resample from {native_rate} Hz ({_one_line(exc)})") from None
+    if frames_read < wanted:
+        logger.warning("%s: file truncated, read %d of %d frames", file, frames_read, wanted)
     elif promised > total_frames:
         logger.warning("%s: file truncated, the header promises %d frames, %d are present", file, promised, total_frames)
     if audio.size == 0:
@@ -161,11 +167,6 @@ def load_audio(
         raise AudioError(f"{file}: no audio in the requested range")
     if not np.isfinite(audio).all():
         raise AudioError(f"{file}: contains NaN or Inf samples")
-    if native_rate != sample_rate:
-        try:
-            audio = soxr.resample(audio, native_rate, sample_rate, quality="HQ")
-        except (ValueError, RuntimeError) as exc:  # e.g. a corrupt header's absurd rate
-            raise AudioError(f"{file}: cannot resample from {native_rate} Hz ({_one_line(exc)})") from None
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
@@ -233,6 +234,46 @@ def _frame_budget(file: Path) -> int:
     except OSError:
         size = 0
     return max(_BLOCK_FRAMES, size * _MAX_FRAMES_PER_BYTE)
+
+
+_RESAMPLE_ERRORS = (ValueError, RuntimeError)
+
+
+def _read_resampled(sound: sf.SoundFile, num_frames: int, sample_rate: int, budget: int | None = None):
+    """Like :func:`_read_mono`, resampled to ``sample_rate`` block by block as it is read.
+
+    A two-hour 48 kHz recording is never held at its native rate (1.4 GB as
+    float32 mono); only the 16 kHz result is. soxr's stream gives the same
+    samples as resampling the whole signal at once.
+
+    Returns:
+        ``(audio, frames_read)``: the resampled mono signal and how many native
+        frames were read (fewer than ``num_frames`` for a truncated file).
+    """
+    stream = soxr.ResampleStream(sound.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+    ratio = sample_rate / sound.samplerate
+    out = np.empty(int(np.ceil(min(num_frames, budget or num_frames) * ratio)) + 64, dtype=np.float32)
+    filled = frames_read = 0
+
+    def append(chunk):
+        nonlocal out, filled
+        if filled + len(chunk) > len(out):
+            grown = np.empty(max(2 * len(out), filled + len(chunk)), dtype=np.float32)
+            grown[:filled] = out[:filled]
+            out = grown
+        out[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+
+    while frames_read < num_frames:
+        block = sound.read(min(_BLOCK_FRAMES, num_frames - frames_read), dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        frames_read += len(block)
+        mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        append(stream.resample_chunk(np.ascontiguousarray(mono), last=frames_read >= num_frames))
+    if frames_read < num_frames:  # truncated: flush what the filter still holds
+        append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return out[:filled], frames_read
 
 
 def _read_mono(sound: sf.SoundFile, num_frames: int, budget: int | None = None) -> np.ndarray:

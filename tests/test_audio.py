@@ -114,3 +114,18 @@ def test_write_wav_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_wav(tmp_path / "out.wav", np.zeros(10, np.float32), 16000)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 48000])
+def test_block_by_block_resampling_equals_whole_signal(tmp_path, monkeypatch, rate):
+    """Long files are resampled as they are read; the samples match resampling everything at once."""
+    import soxr
+
+    from data_prep import audio as audio_module
+
+    monkeypatch.setattr(audio_module, "_BLOCK_FRAMES", 997)  # many odd-sized blocks
+    stereo = np.random.default_rng(rate).normal(0, 0.1, (2 * rate + 13, 2)).astype(np.float32)
+    path = tmp_path / "long.wav"
+    sf.write(path, stereo, rate, subtype="FLOAT")
+    expected = soxr.resample(stereo.mean(axis=1), rate, 16000, quality="HQ")
+    np.testing.assert_array_equal(audio_module.load_audio(path, 16000), expected)
