@@ -64,10 +64,15 @@ on same/different-speaker pairs. Released on {date.today().isoformat()} by `pyth
 - {facts['epochs_run']} epochs of {config['training']['pairs_per_epoch']} fresh pairs (batch {config['training']['batch_size']}),
   Adam {config['training']['learning_rate']}, margin {config['training']['margin']}; best validation loss at epoch
   {facts['best_epoch']} (validation pair accuracy {facts['best_val_pair_accuracy']:.1%} on 1 s crops).
-- Wall time: {facts['train_wall_s'] / 60:.0f} min on a 2-core CPU, no GPU.
+- Background-noise augmentation: {config['training'].get('noise_prob', 0.0):.0%} of training and validation crops get
+  white, pink or brown noise at {config['training'].get('noise_snr_low', 5.0):g}-{config['training'].get('noise_snr_high', 30.0):g} dB SNR.
+- Wall time: {facts['train_wall_s'] / 60:.0f} min on a 2-core CPU, no GPU{facts.get('lineage', '')}.
 
 ## Calibrated settings (validation speakers)
-- Clustering threshold {settings.threshold} (average linkage, window {settings.window_s} s, hop {settings.hop_s} s).
+- Speech detection: `{settings.vad}`.
+- Windows of {settings.window_s} s every {settings.hop_s} s; embeddings centred per recording: {settings.center}.
+- Speaker count: average-linkage AHC cut at {settings.threshold}; split: {settings.clustering};
+  resegmentation: {settings.resegment or 'none'}.
 - Verification threshold {settings.verification_threshold:.4f} (equal error rate point of validation trials).
 
 ## Measured on held-out test speakers
@@ -83,8 +88,9 @@ on same/different-speaker pairs. Released on {date.today().isoformat()} by `pyth
 | speaker count exact | estimated count | {rows[('full', 'estimated')]['count_exact']:.0%} |
 | real-time factor | {speed['minutes']:g}-minute recording, 2-core CPU, model load excluded | {speed['rtf']:.4f} |
 
-Conversations are simulated (2-4 speakers, pauses, about 10% overlapped turns) from test speakers' LibriSpeech
-read speech: clean, one session per speaker. Expect higher error on real meetings, far-field or telephone audio.
+Conversations are simulated (2-4 speakers, pauses, about 10% overlapped turns, speaker levels within +-6 dB,
+white/pink/brown background noise at 10-30 dB SNR) from test speakers' LibriSpeech read speech, one session per
+speaker. Expect higher error on real meetings, far-field or telephone audio.
 """
 
 
@@ -162,6 +168,8 @@ def main(argv=None):
     shutil.copyfile(run_dir / "config.yaml", results / "train_config.yaml")
     shutil.copyfile(run_dir / "log.csv", results / "train_log.csv")
     facts = {**training_facts(run_dir), "train_speakers": int(manifests["train"]["speaker"].nunique())}
+    if tower_card.get("init"):
+        facts["lineage"] = f", fine-tuned from `{tower_card['init']}`"
     report = {"model": str(model), "run": str(run_dir), "date": date.today().isoformat(), "training": facts,
               "settings": vars(diarizer.settings), "calibration": calibration, "verification": verification, "diarization": summary, "speed": speed,
               "command": f"python -m experiments.release --run {args.run} --name {args.name}"}

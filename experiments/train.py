@@ -338,6 +338,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
     best = load_checkpoint(run_dir / "checkpoints" / "best.keras")
     card = {"preset": preset, "sample_rate": preset["sample_rate"], "window_s": preset["window_s"],
             "seed": config["seed"], "train_speakers": int(manifests["train"]["speaker"].nunique())}
+    if init is not None:
+        card["init"] = str(init)  # fine-tuned: the model card names where it started
     # The sidecar first: a kill between the two leaves no tower that would load with wrong settings.
     with atomic_path(run_dir / "tower.json") as tmp:
         tmp.write_text(json.dumps(card, indent=2))

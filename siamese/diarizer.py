@@ -1,4 +1,9 @@
-"""Who spoke when: windows -> embeddings -> distances -> agglomerative clustering.
+"""Who spoke when: speech -> windows -> embeddings -> clustering -> frame-level resegmentation.
+
+Each window of speech is embedded once; the embeddings are centred on the recording's
+mean; agglomerative clustering cut at the calibrated distance decides how many speakers
+there are, a spectral split decides which windows are whose, and a Viterbi pass over
+50 ms frames places the speaker changes.
 
 The pipeline is model-agnostic: any tower `(batch, samples, 1) -> (batch, D)`
 saved as `.keras` works, with a JSON sidecar beside it (same stem) that holds

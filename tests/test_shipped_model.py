@@ -29,7 +29,7 @@ def test_held_out_conversations_are_diarized_well(shipped_model, test_conversati
         hypothesis = diarizer.diarize(row.wav_path, num_speakers=len(reference.labels()))
         result = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])
         errors, scored = errors + result["der"] * result["scored_s"], scored + result["scored_s"]
-    assert errors / scored < 0.30
+    assert errors / scored < 0.25  # 15.1% when the noisy fine-tuned model was shipped
 
 
 def test_test_speakers_are_separated(shipped_model, test_split):
