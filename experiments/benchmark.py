@@ -1,6 +1,7 @@
 """Diarization speed on long recordings built from held-out speakers.
 
     python -m experiments.benchmark [--minutes 5] [--model M]
+    python -m experiments.benchmark --peer resemblyzer   # side by side with a peer system
 
 For each length, concatenates simulated conversations of test speakers into one
 recording (wav + exact RTTM), diarizes it end to end (decode, speech
@@ -9,6 +10,13 @@ up, and prints wall time, real-time factor (wall time / audio duration), peak
 resident memory of the process that diarized it (a fresh one per length) and
 the DER (full setting, estimated count; long recordings reuse the same test
 speakers across many conversations, so their speaker count is large).
+
+With `--peer`, the peer's embeddings go through the same speech detection and
+clustering (experiments/peers.py), and both systems are measured in one run on
+the run's held-out data, as experiments.release builds it: thresholds calibrated
+on validation speakers, then EER on the test trials, DER on the test
+conversations and the real-time factor on the long recording; the table, with
+the peer/project ratios, also goes to `--report`.
 """
 
 import argparse
@@ -20,6 +28,8 @@ from pathlib import Path
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 from experiments.config import ConfigError, load_config
 from experiments.quickstart import DEFAULT_CONFIG
+
+PEERS = ("resemblyzer",)  # = experiments.peers.PEERS, named here so that --help does not load TensorFlow
 
 
 def long_recording(manifest, minutes, out_dir, sample_rate, seed):
@@ -49,20 +59,193 @@ def long_recording(manifest, minutes, out_dir, sample_rate, seed):
     return wav, rttm
 
 
-def measure(model, shared_frames, wav, uri):
-    """Runs in a fresh process: load the model, warm up, time one diarization, report peak RSS."""
+def peak_rss_mb():
+    """Peak resident memory of this process, in MB.
+
+    Linux's ru_maxrss in a spawned process also counts the parent's peak before the
+    exec (a parent holding TensorFlow or a long recording inflates it); VmHWM counts
+    only this program's own memory.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(model, shared_frames, wav, uri, peer=None):
+    """Runs in a fresh process: load the model, warm up, time one diarization, report peak RSS.
+
+    With `peer`, `model` is the peer's settings file instead (experiments.peers).
+    """
     from data_prep.audio import load_audio
     from siamese.diarizer import Diarizer
 
-    diarizer = Diarizer.load(model)
+    if peer:
+        from experiments.peers import load_peer
+
+        diarizer = load_peer(peer, model)
+    else:
+        diarizer = Diarizer.load(model)
     if shared_frames is not None:
         diarizer.settings.shared_frames = shared_frames
     diarizer.diarize(load_audio(wav, diarizer.settings.sample_rate, duration_s=60.0), uri="warmup")  # not timed
     started = time.perf_counter()
     hypothesis = diarizer.diarize(wav, uri=uri)
     wall_s = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     return wall_s, peak_mb, hypothesis, diarizer.settings.shared_frames
+
+
+def score_system(diarizer, data):
+    """EER on the test trials and DER summary rows on the test conversations."""
+    from experiments.evaluate import (
+        annotated_recordings,
+        score_recordings,
+        score_trials,
+        summarize,
+    )
+    from siamese.metrics import DER_SETTINGS
+
+    conversations, trials = data["test"]
+    verification = score_trials(diarizer, trials)
+    rows = score_recordings(diarizer, annotated_recordings(conversations, conversations), DER_SETTINGS)
+    return verification, {(row["setting"], row["speakers"]): row for row in summarize(rows)}
+
+
+def comparison_rows(scores, speed, minutes):
+    """[(measure, condition, project value, peer value, unit)] for the side-by-side table."""
+    (project_trials, project_der), (peer_trials, peer_der) = scores
+    rows = [("EER", f"{project_trials['trials']} test trials of 2 s segments", project_trials["eer"], peer_trials["eer"], "%")]
+    conditions = {"full": "collar 0, overlap scored", "forgiving": "collar 0.25 s, overlap skipped"}
+    for setting in ("full", "forgiving"):
+        for count in ("estimated", "oracle"):
+            files = project_der[(setting, count)]["files"]
+            rows.append((f"DER {setting}", f"{conditions[setting]}, {count} count, {files} test conversations",
+                         project_der[(setting, count)]["der"], peer_der[(setting, count)]["der"], "%"))
+    rows.append(("speaker count exact", "estimated count", project_der[("full", "estimated")]["count_exact"],
+                 peer_der[("full", "estimated")]["count_exact"], "%"))
+    rows.append(("RTF, conversations", "mean per test conversation, in process (decode to clustering)",
+                 project_der[("full", "estimated")]["rtf"], peer_der[("full", "estimated")]["rtf"], "x"))
+    for length in minutes:
+        (wall, peak, der), (peer_wall, peer_peak, peer_der_long) = speed[length]
+        rows += [(f"RTF, {length:g} min", "end to end, warm, fresh process per system", wall[1], peer_wall[1], "x"),
+                 (f"wall time, {length:g} min", "seconds", wall[0], peer_wall[0], "s"),
+                 (f"peak RSS, {length:g} min", "MB, whole process", peak, peer_peak, "MB"),
+                 (f"DER full, {length:g} min", "estimated count, one long recording", der, peer_der_long, "%")]
+    return rows
+
+
+def comparison_table(rows, project_name, peer_name):
+    """Markdown table with the peer - project difference and the peer / project ratio."""
+    formats = {"%": lambda v: f"{v:.2%}", "x": lambda v: f"{v:.4f}", "s": lambda v: f"{v:.1f}", "MB": lambda v: f"{v:.0f}"}
+    lines = [f"| measure | condition | {project_name} | {peer_name} | {peer_name} - {project_name} | {peer_name} / {project_name} |",
+             "|---|---|---|---|---|---|"]
+    for measure, condition, project, peer, unit in rows:
+        show = formats[unit]
+        sign = "+" if peer >= project else "-"
+        difference = f"{(peer - project) * 100:+.2f} pts" if unit == "%" else sign + show(abs(peer - project))
+        ratio = f"{peer / project:.2f}" if project else "n/a"
+        lines.append(f"| {measure} | {condition} | {show(project)} | {show(peer)} | {difference} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def describe(values):
+    """`{"method": "webrtc"}` -> "method webrtc", for the report; nested settings in parentheses."""
+    return ", ".join(f"{key} ({describe(value)})" if isinstance(value, dict) else f"{key} {value}"
+                     for key, value in values.items())
+
+
+def calibrated(settings):
+    """What calibration on validation speakers chose, in words."""
+    text = (f"window {settings.window_s} s, clustering threshold {settings.threshold}, "
+            f"verification threshold {settings.verification_threshold}")
+    resegment = getattr(settings, "resegment", None)
+    return text + (f", switch penalty {resegment['switch_penalty']}" if resegment else "")
+
+
+def side_by_side(args, argv):
+    """The model and a peer on the same held-out data in one run: EER, DER, RTF and their ratios."""
+    import multiprocessing
+    import os
+    from datetime import date
+    from importlib.metadata import version
+
+    import soundfile
+
+    from data_prep.audio import AudioError, atomic_path
+    from data_prep.rttm import read_rttm
+    from experiments.train import prepare_manifests
+    from siamese.diarizer import DEFAULT_MODEL, Diarizer, sidecar_path
+    from siamese.metrics import DER_SETTINGS, diarization_error
+
+    model = Path(args.model) if args.model else DEFAULT_MODEL
+    shared = None if args.shared_frames is None else args.shared_frames == "on"
+    try:
+        from experiments.peers import calibrated_peer, heldout_data, import_resemblyzer
+
+        import_resemblyzer()  # before any work: a missing extra is one clear line
+        config = load_config(args.config)
+        run_dir = Path(args.run or config["output_dir"])
+        manifests = prepare_manifests(config, run_dir)
+        project = Diarizer.load(model)
+        rate = project.settings.sample_rate
+        data = heldout_data(manifests, run_dir / "heldout", rate)
+        peer_settings = run_dir / "peers" / f"{args.peer}.json"
+        peer, calibration = calibrated_peer(args.peer, peer_settings, sidecar_path(model), *data["val"],
+                                            recalibrate=args.recalibrate)
+        print(f"{args.peer}: window {peer.settings.window_s} s, clustering threshold {peer.settings.threshold}, "
+              f"verification threshold {peer.settings.verification_threshold} (validation DER full, estimated count "
+              f"{calibration['val_der_full_estimated']:.2%}, EER {calibration['val_eer']:.2%})", flush=True)
+        scores = []
+        for name, diarizer in ((model.stem, project), (args.peer, peer)):
+            print(f"{name}: scoring test trials and conversations ...", end=" ", flush=True)
+            started = time.perf_counter()
+            scores.append(score_system(diarizer, data))
+            print(f"{time.perf_counter() - started:.0f} s", flush=True)
+        speed, context = {}, multiprocessing.get_context("spawn")
+        for minutes in args.minutes:
+            wav, rttm = long_recording(manifests["test"], minutes, run_dir / "heldout", rate, args.seed)
+            reference = next(iter(read_rttm(rttm).values()))
+            duration_s = soundfile.info(str(wav)).duration
+            speed[minutes] = []
+            systems = ((model.stem, model, shared, None), (args.peer, peer_settings, None, args.peer))
+            for name, path, shared_frames, peer_name in systems:
+                print(f"{name}: timing {minutes:g} min in a fresh process ...", flush=True)
+                with context.Pool(1) as pool:
+                    wall_s, peak_mb, hypothesis, _ = pool.apply(measure, (str(path), shared_frames, str(wav), reference.uri,
+                                                                           peer_name))
+                der = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])["der"]
+                speed[minutes].append(((wall_s, wall_s / duration_s), peak_mb, der))
+    except (ConfigError, OSError, ValueError, AudioError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    table = comparison_table(comparison_rows(scores, speed, args.minutes), model.stem, args.peer)
+    command = " ".join(["python -m experiments.benchmark", *(sys.argv[1:] if argv is None else argv)])
+    s, p = project.settings, peer.settings
+    steps = {key: getattr(s, key) for key in ("clustering", "center", "resegment", "min_cluster_s") if hasattr(s, key)}
+    report = f"""# Peer benchmark: `{model.stem}` and {args.peer} {version(args.peer)}
+
+Measured on {date.today().isoformat()} with `{command}`
+on {os.cpu_count()} CPU threads (timings are approximate when other work shares the machine).
+
+Both systems use the same pipeline and scoring, only the embedding of each window differs: speech detection
+({describe(s.vad)}), windows every {s.hop_s} s, speaker count from the {s.linkage}-linkage threshold, then
+{describe(steps)}. Data: `{run_dir}/heldout/`, test speakers never seen in training or calibration; long
+recordings reuse the same test speakers across many conversations.
+
+Settings come from validation speakers only. `{model.stem}` (its sidecar, from experiments.release):
+{calibrated(s)}. {args.peer} (calibrated the same way, `{peer_settings}`): {calibrated(p)}; validation DER full
+(estimated count) {calibration['val_der_full_estimated']:.2%}, validation EER {calibration['val_eer']:.2%}.
+
+{table}"""
+    print(table, end="")
+    with atomic_path(args.report) as tmp:
+        tmp.write_text(report)
+    print(f"wrote {args.report}")
+    return 0
 
 
 def main(argv=None):
@@ -70,10 +253,19 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, nargs="+", default=[5.0], help="recording lengths in minutes (default 5)")
     parser.add_argument("--model", help="embedding tower .keras (default: the shipped model)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="config whose split defines the test speakers")
-    parser.add_argument("--out-dir", default="runs/benchmark", help="folder for the built recordings")
-    parser.add_argument("--seed", type=int, default=7000, help="seed of the simulated conversations")
+    parser.add_argument("--out-dir", default="runs/benchmark", help="folder for the built recordings (without --peer)")
+    parser.add_argument("--seed", type=int, default=7000, help="seed of the simulated conversations of the long recordings")
     parser.add_argument("--shared-frames", choices=("on", "off"), help="override the model's shared_frames setting")
+    parser.add_argument("--peer", choices=PEERS, help="also measure this peer system side by side with the model "
+                        "(install it as requirements-peers.txt says)")
+    parser.add_argument("--run", help="with --peer: run folder whose heldout/ data is used or built "
+                        "(default: the config's output_dir)")
+    parser.add_argument("--recalibrate", action="store_true", help="with --peer: calibrate the peer again "
+                        "even if <run>/peers/<peer>.json exists")
+    parser.add_argument("--report", default="results/peer_benchmark.md", help="with --peer: Markdown report path")
     args = parser.parse_args(argv)
+    if args.peer:
+        return side_by_side(args, argv)
     import multiprocessing
     import os
 
@@ -104,7 +296,7 @@ def main(argv=None):
             wall_s, peak_mb, hypothesis, used_shared = pool.apply(measure, (str(model), shared, str(wav), reference.uri))
         duration_s = soundfile.info(str(wav)).duration
         der = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])["der"]
-        print(f"{minutes:8g} {str(used_shared):>7} {wall_s:8.2f} {wall_s / duration_s:8.4f} {peak_mb:12.0f} {der:9.2%} "
+        print(f"{minutes:8g} {used_shared!s:>7} {wall_s:8.2f} {wall_s / duration_s:8.4f} {peak_mb:12.0f} {der:9.2%} "
               f"{len(reference.labels()):>8}/{len(hypothesis.labels())}", flush=True)
     return 0
 

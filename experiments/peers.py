@@ -1,0 +1,160 @@
+"""Peer systems run through this project's own diarization pipeline, for a side-by-side benchmark.
+
+Only the embedding of each window changes: speech detection, window placement,
+clustering and scoring stay the project's, so a difference in DER or EER is a
+difference of embeddings. The peers need torch (requirements-peers.txt says how
+to install them); the project itself never imports them.
+
+    python -m experiments.benchmark --peer resemblyzer
+"""
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from siamese.diarizer import DEFAULT_MODEL, Diarizer, DiarizerSettings, sidecar_path
+
+PEERS = ("resemblyzer",)
+MISSING = "resemblyzer is not installed: pip install torch==2.13.0 && pip install --no-deps -r requirements-peers.txt"
+CALIBRATION_GRID = (0.1, 1.8, 0.02)  # clustering thresholds tried, as experiments.release does
+VAL_CONVERSATIONS, TEST_CONVERSATIONS = 30, 20  # experiments.release's defaults
+
+
+def import_resemblyzer():
+    """(torch, resemblyzer), imported only when a peer is asked for; a clear one-line error otherwise."""
+    try:
+        import resemblyzer
+        import torch
+    except ImportError as error:
+        detail = "" if error.name in ("torch", "resemblyzer") else f" (missing module {error.name!r})"
+        raise ValueError(MISSING + detail) from None
+    return torch, resemblyzer
+
+
+class ResemblyzerDiarizer(Diarizer):
+    """Resemblyzer's pretrained d-vectors (3-layer LSTM on 40 mel bands, 256-d) in the project's pipeline.
+
+    Each window is the same crop the project's tower sees; Resemblyzer's own
+    `preprocess_wav` is not used, since its VAD would replace the shared speech
+    detection. Only its level step is kept (the recording is raised to -30 dBFS
+    if quieter), because its mel input, unlike the SincNet tower, depends on level.
+    """
+
+    def __init__(self, settings=None, encoder=None):
+        torch, resemblyzer = import_resemblyzer()
+        settings = settings or DiarizerSettings.from_file(sidecar_path(DEFAULT_MODEL))
+        if settings.sample_rate != resemblyzer.sampling_rate:
+            raise ValueError(f"Resemblyzer needs {resemblyzer.sampling_rate} Hz, the settings say {settings.sample_rate}")
+        super().__init__(tower=None, settings=settings)
+        self.torch, self.resemblyzer = torch, resemblyzer
+        self.encoder = encoder or resemblyzer.VoiceEncoder("cpu", verbose=False)  # weights ship in its wheel
+        self.encoder.eval()
+
+    @classmethod
+    def load(cls, path=None):
+        """Settings from a JSON file (None: the shipped model's sidecar) and the pretrained encoder."""
+        return cls(DiarizerSettings.from_file(path or sidecar_path(DEFAULT_MODEL)))
+
+    def frame_split(self):
+        """No shared frames: an LSTM's state depends on everything before, so windows are embedded one by one."""
+        return None  # noqa: RET501  (the base class's "no split" value)
+
+    def embed_windows(self, audio, starts):
+        """Unit-norm d-vectors of the windows, shape (num_windows, 256), in batches of `batch_size`."""
+        from resemblyzer.audio import wav_to_mel_spectrogram
+        from resemblyzer.hparams import audio_norm_target_dBFS
+
+        s = self.settings
+        length = round(s.window_s * s.sample_rate)
+        if np.any(audio):
+            audio = self.resemblyzer.normalize_volume(audio, audio_norm_target_dBFS, increase_only=True)
+        embeddings = [np.zeros((0, 256), np.float32)]
+        for first in range(0, len(starts), s.batch_size):
+            crops = (audio[round(t * s.sample_rate):][:length] for t in starts[first:first + s.batch_size])
+            batch = np.stack([np.pad(crop, (0, length - len(crop))) for crop in crops]).astype(np.float32)
+            # Its front end on a (batch, samples) array gives (frames, mels, batch).
+            mels = np.ascontiguousarray(np.transpose(wav_to_mel_spectrogram(batch), (2, 0, 1)))  # (batch, frames, 40)
+            with self.torch.no_grad():
+                embeddings.append(self.encoder(self.torch.from_numpy(mels)).numpy())
+        # A window of digital silence has no direction (0 / 0): it becomes the zero vector.
+        return np.nan_to_num(np.concatenate(embeddings))
+
+
+def load_peer(name, settings_path=None):
+    """A peer diarizer by name, with settings from `settings_path` (None: the shipped model's)."""
+    if name not in PEERS:
+        raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    return ResemblyzerDiarizer.load(settings_path)
+
+
+def heldout_data(manifests, heldout, sample_rate, val_conversations=VAL_CONVERSATIONS,
+                 test_conversations=TEST_CONVERSATIONS):
+    """{split: (conversations folder, trials file)} that experiments.release calibrates and measures on.
+
+    Same seeds and sizes as release, so a run folder it released is reused as it is
+    and a fresh one gets the same data. Nothing present is rewritten.
+    """
+    from data_prep.simulate import write_conversations
+    from data_prep.trials import write_trials
+    from experiments.release import TEST_SEED, TRIALS_SEED, VAL_SEED
+
+    heldout = Path(heldout)
+    data = {}
+    for split, seed, count in (("val", VAL_SEED, val_conversations), ("test", TEST_SEED, test_conversations)):
+        conversations, trials = heldout / f"{split}_conversations", heldout / f"{split}_trials" / "trials.txt"
+        if not (conversations / "conversations.csv").is_file():
+            write_conversations(manifests[split], conversations, num_conversations=count, seed=seed, sample_rate=sample_rate)
+        if not trials.is_file():
+            write_trials(manifests[split], trials.parent, sample_rate=sample_rate, seed=TRIALS_SEED)
+        data[split] = (conversations, trials)
+    return data
+
+
+def calibrate(diarizer, conversations, trials):
+    """Window, clustering threshold, switch penalty and verification threshold on validation data, as release does."""
+    from experiments.calibrate import calibrate_clustering
+    from experiments.evaluate import annotated_recordings, score_trials
+    from experiments.release import PENALTIES, WINDOWS_S
+
+    recordings = annotated_recordings(conversations, conversations)
+    der = calibrate_clustering(diarizer, recordings, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES)
+    verification = score_trials(diarizer, trials)
+    diarizer.settings.verification_threshold = round(verification["eer_threshold"], 4)
+    return {"val_der_full_estimated": der, "val_eer": verification["eer"]}
+
+
+def calibrated_peer(name, cache, base_settings_path, conversations, trials, recalibrate=False, log=print):
+    """(diarizer, calibration) with thresholds tuned on validation data, cached as JSON in `cache`.
+
+    The cache is reused while the settings it started from, the peer's version, what
+    calibration tries and the validation data (index and trial list checksums) are
+    the same, so a rerun does not recalibrate unless asked.
+    """
+    from importlib.metadata import version
+
+    from data_prep.audio import atomic_path
+    from experiments.release import PENALTIES, WINDOWS_S
+
+    base = DiarizerSettings.from_file(base_settings_path)
+    base.shared_frames = False  # never used by the peer (see `frame_split`); said so in its settings
+    data = [Path(conversations) / "conversations.csv", Path(trials)]
+    origin = {"base": asdict(base), "peer": f"{name} {version(name)}", "grid": list(CALIBRATION_GRID),
+              "windows": list(WINDOWS_S), "penalties": list(PENALTIES),
+              "validation": {str(path): hashlib.sha1(path.read_bytes()).hexdigest() for path in data}}
+    cache = Path(cache)
+    if cache.is_file() and not recalibrate:
+        stored = json.loads(cache.read_text())
+        if stored.get("calibrated_from") == origin:
+            log(f"{name}: calibrated settings from {cache}")
+            return load_peer(name, cache), stored["calibration"]
+    log(f"{name}: calibrating on validation speakers ({conversations}, {trials}) ...")
+    diarizer = load_peer(name, base_settings_path)
+    diarizer.settings = base
+    calibration = calibrate(diarizer, conversations, trials)
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps({**asdict(diarizer.settings), "calibration": calibration,
+                                   "calibrated_from": origin}, indent=2) + "\n")
+    return diarizer, calibration

@@ -1,0 +1,78 @@
+"""The Resemblyzer peer (experiments/peers.py) and `experiments.benchmark --peer`.
+
+CI does not install the optional peers (requirements-peers.txt): the tests that
+run Resemblyzer skip there; the command-line contract is tested everywhere.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pyannote.core import Annotation, Segment
+
+from data_prep.audio import load_audio
+
+
+@pytest.fixture(scope="module")
+def peer():
+    """Resemblyzer behind the project's pipeline, with the shipped model's settings."""
+    pytest.importorskip("resemblyzer")
+    from experiments.peers import ResemblyzerDiarizer
+
+    return ResemblyzerDiarizer.load()
+
+
+def test_benchmark_help_mentions_peer():
+    result = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--help"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0 and "--peer" in result.stdout and "resemblyzer" in result.stdout
+
+
+def test_benchmark_names_the_same_peers_as_peers_module():
+    from experiments import benchmark, peers
+
+    assert benchmark.PEERS == peers.PEERS
+
+
+def test_missing_resemblyzer_is_one_clear_line(monkeypatch, capsys):
+    """Without the extra, --peer fails before any work with one `error:` line that says how to install it."""
+    from experiments.benchmark import main
+    from experiments.peers import MISSING, ResemblyzerDiarizer
+
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)  # `import resemblyzer` now fails as if not installed
+    assert main(["--peer", "resemblyzer"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: {MISSING}" and "\n" not in error
+    with pytest.raises(ValueError, match="resemblyzer is not installed"):
+        ResemblyzerDiarizer()
+
+
+def test_peer_embeds_windows_to_unit_norm_d_vectors(peer, real_flac):
+    audio = peer.load_audio(real_flac)
+    duration_s = len(audio) / peer.settings.sample_rate
+    starts = np.array([0.0, 0.5, 2.0, duration_s - 0.5])  # the last window runs past the end: zero padded
+    embeddings = peer.embed_windows(audio, starts)
+    assert embeddings.shape == (4, 256) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    # Batching does not change a window's embedding, and the shared-frames path is never taken.
+    peer.settings.batch_size, batch_size = 1, peer.settings.batch_size
+    try:
+        np.testing.assert_allclose(peer.embed_windows(audio, starts), embeddings, atol=1e-5)
+    finally:
+        peer.settings.batch_size = batch_size
+    assert peer.frame_split() is None
+
+
+def test_peer_diarizes_two_speakers(peer, librispeech_manifest, write_test_wav):
+    """A-B-A turns of two vendored speakers, 6 s each, through the project's speech detection and clustering."""
+    first, second = (load_audio(path, 16000) for path in librispeech_manifest.groupby("speaker")["path"].first()[:2])
+    turn = 6 * 16000
+    wav = write_test_wav("two speakers.wav", np.concatenate([first[:turn], second[:turn], first[turn:2 * turn]]), 16000)
+    annotation = peer.diarize(wav, num_speakers=2)
+    assert isinstance(annotation, Annotation) and annotation.uri == "two speakers"
+    assert len(annotation.labels()) == 2
+    # The speaker who talks most inside each turn (a second in from its edges): A, B, A.
+    turns = [Segment(index * 6.0 + 1.0, (index + 1) * 6.0 - 1.0) for index in range(3)]
+    first_turn, second_turn, third_turn = (annotation.crop(segment).argmax() for segment in turns)
+    assert first_turn == third_turn != second_turn
