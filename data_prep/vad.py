@@ -248,20 +248,22 @@ def webrtc_vad(
         return []
     duration_s = audio.size / sample_rate
     audio = _to_16k(audio, sample_rate)
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
-    if not pcm.any():  # digital silence
-        return []
     frame = _MODEL_RATE * frame_ms // 1000
-    num_frames = -(-pcm.size // frame)
-    pcm = np.pad(pcm, (0, num_frames * frame - pcm.size))
+    num_frames = -(-audio.size // frame)
     vad = webrtcvad.Vad(aggressiveness)
-    data = pcm.tobytes()
-    step = 2 * frame  # bytes per frame
-    is_speech = np.fromiter(
-        (vad.is_speech(data[i * step : (i + 1) * step], _MODEL_RATE) for i in range(num_frames)),
-        dtype=bool,
-        count=num_frames,
-    )
+    is_speech = np.zeros(num_frames, dtype=bool)
+    heard = False  # any non-zero sample at all (digital silence has no speech)
+    block = 20_000  # frames converted to 16-bit PCM at a time: long recordings never exist twice in memory
+    for first in range(0, num_frames, block):
+        count = min(block, num_frames - first)
+        pcm = np.round(np.clip(audio[first * frame:(first + count) * frame], -1.0, 1.0) * 32767).astype(np.int16)
+        pcm = np.pad(pcm, (0, count * frame - pcm.size))
+        heard = heard or bool(pcm.any())
+        data = pcm.tobytes()
+        step = 2 * frame  # bytes per frame
+        is_speech[first:first + count] = [vad.is_speech(data[i * step:(i + 1) * step], _MODEL_RATE) for i in range(count)]
+    if not heard:
+        return []
     hop_s = frame / _MODEL_RATE
     return _merge_frames(
         is_speech,
