@@ -124,6 +124,7 @@ def spectral_labels(embeddings, num_speakers, prune=0.2):
     from scipy.sparse import csr_matrix
     from scipy.sparse.linalg import eigsh
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     count = len(embeddings)
     if num_speakers <= 1 or count <= num_speakers:
@@ -142,7 +143,9 @@ def spectral_labels(embeddings, num_speakers, prune=0.2):
     else:
         _, vectors = eigh(affinity, subset_by_index=[count - num_speakers, count - 1])  # shape: (count, speakers)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return KMeans(num_speakers, n_init=10, random_state=0).fit_predict(vectors)
+    # One thread: on a few thousand points OpenMP's start-up costs 50x the work (1.1 s vs 0.02 s).
+    with threadpool_limits(1):
+        return KMeans(num_speakers, n_init=10, random_state=0).fit_predict(vectors)
 
 
 def viterbi(scores, switch_penalty):
