@@ -115,7 +115,7 @@ def score_system(diarizer, data):
     return verification, {(row["setting"], row["speakers"]): row for row in summarize(rows)}
 
 
-def comparison_rows(scores, speed, minutes):
+def comparison_rows(scores, speed, speakers):
     """[(measure, condition, project value, peer value, unit)] for the side-by-side table."""
     (project_trials, project_der), (peer_trials, peer_der) = scores
     rows = [("EER", f"{project_trials['trials']} test trials of 2 s segments", project_trials["eer"], peer_trials["eer"], "%")]
@@ -129,12 +129,13 @@ def comparison_rows(scores, speed, minutes):
                  peer_der[("full", "estimated")]["count_exact"], "%"))
     rows.append(("RTF, conversations", "mean per test conversation, in process (decode to clustering)",
                  project_der[("full", "estimated")]["rtf"], peer_der[("full", "estimated")]["rtf"], "x"))
-    for length in minutes:
-        (wall, peak, der), (peer_wall, peer_peak, peer_der_long) = speed[length]
+    for length, reference_speakers in speakers.items():
+        (wall, peak, der, found), (peer_wall, peer_peak, peer_der_long, peer_found) = speed[length]
         rows += [(f"RTF, {length:g} min", "end to end, warm, fresh process per system", wall[1], peer_wall[1], "x"),
                  (f"wall time, {length:g} min", "seconds", wall[0], peer_wall[0], "s"),
                  (f"peak RSS, {length:g} min", "MB, whole process", peak, peer_peak, "MB"),
-                 (f"DER full, {length:g} min", "estimated count, one long recording", der, peer_der_long, "%")]
+                 (f"DER full, {length:g} min", (f"estimated count, one long recording of {reference_speakers} speakers "
+                  f"(found: {found} / {peer_found})"), der, peer_der_long, "%")]
     return rows
 
 
@@ -205,7 +206,7 @@ def side_by_side(args, argv):
             started = time.perf_counter()
             scores.append(score_system(diarizer, data))
             print(f"{time.perf_counter() - started:.0f} s", flush=True)
-        speed, context = {}, multiprocessing.get_context("spawn")
+        speed, speakers, context = {}, {}, multiprocessing.get_context("spawn")
         for minutes in args.minutes:
             wav, rttm = long_recording(manifests["test"], minutes, run_dir / "heldout", rate, args.seed)
             reference = next(iter(read_rttm(rttm).values()))
@@ -218,14 +219,17 @@ def side_by_side(args, argv):
                     wall_s, peak_mb, hypothesis, _ = pool.apply(measure, (str(path), shared_frames, str(wav), reference.uri,
                                                                            peer_name))
                 der = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])["der"]
-                speed[minutes].append(((wall_s, wall_s / duration_s), peak_mb, der))
+                speed[minutes].append(((wall_s, wall_s / duration_s), peak_mb, der, len(hypothesis.labels())))
+            speakers[minutes] = len(reference.labels())
     except (ConfigError, OSError, ValueError, AudioError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    table = comparison_table(comparison_rows(scores, speed, args.minutes), model.stem, args.peer)
+    table = comparison_table(comparison_rows(scores, speed, speakers), model.stem, args.peer)
     command = " ".join(["python -m experiments.benchmark", *(sys.argv[1:] if argv is None else argv)])
     s, p = project.settings, peer.settings
-    steps = {key: getattr(s, key) for key in ("clustering", "center", "resegment", "min_cluster_s") if hasattr(s, key)}
+    steps = {key: getattr(s, key) for key in ("clustering", "center", "min_cluster_s") if hasattr(s, key)}
+    if getattr(s, "resegment", None):  # its switch penalty is calibrated per system, see below
+        steps["resegment"] = {key: value for key, value in s.resegment.items() if key != "switch_penalty"}
     report = f"""# Peer benchmark: `{model.stem}` and {args.peer} {version(args.peer)}
 
 Measured on {date.today().isoformat()} with `{command}`
