@@ -295,7 +295,9 @@ class Diarizer:
             block = audio[max(0, first - context):first + chunk + context]
             block = np.pad(block, (context - min(first, context), chunk + 2 * context - len(block) - context + min(first, context)))
             block = block[None, :, None]  # shape: (1, chunk + 2 context, 1)
-            output = np.asarray(frame_model(block, training=False))[0]  # shape: (frames, channels)
+            # Every chunk has the same shape, so Keras's compiled predict function is traced once and
+            # runs about 3x faster than an eager call.
+            output = frame_model.predict_on_batch(block.astype(np.float32))[0]  # shape: (frames, channels)
             if frames is None:
                 frames = np.empty((-(-len(audio) // chunk) * (chunk // hop), output.shape[1]), np.float32)
             frames[first // hop:(first + chunk) // hop] = output[context // hop:(context + chunk) // hop]
