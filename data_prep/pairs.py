@@ -2,6 +2,8 @@
 
 Pairs are indices, never copies of audio: a pair table of a million rows is a
 few megabytes, and the audio is cropped on the fly by `data_prep.pipeline`.
+`sample_speaker_batches` draws the other shape of the same idea: batches of P
+speakers x K crops, where every pair inside a batch is a training pair.
 """
 
 import numpy as np
@@ -56,3 +58,37 @@ def sample_pairs(manifest, num_pairs, seed):
     pairs = pairs.iloc[rng.permutation(len(pairs))].reset_index(drop=True)
     pairs["crop_seed"] = rng.integers(0, 2**31 - 1, len(pairs), dtype=np.int64)
     return pairs
+
+
+def sample_speaker_batches(manifest, num_batches, speakers_per_batch, crops_per_speaker, seed):
+    """Draws batches of `speakers_per_batch` speakers with `crops_per_speaker` crops each.
+
+    Every two crops in such a batch form a pair, so one batch of P x K crops gives
+    P x K x (K - 1) / 2 positive and many more negative pairs for the cost of
+    P x K crops: the "batch-all" form of contrastive training. Speakers are drawn
+    uniformly without replacement within a batch (all of them when there are
+    fewer than P); each crop takes a random utterance of its speaker.
+
+    Returns:
+        DataFrame with `num_batches x P x K` rows in batch order: `row` (manifest
+        row position), `speaker` (integer code, equal within a speaker) and
+        `crop_seed` (fixes the crop).
+    """
+    if crops_per_speaker < 2:
+        raise ValueError("batch-all training needs at least 2 crops per speaker")
+    rng = np.random.default_rng(seed)
+    codes, speakers = pd.factorize(manifest["speaker"].astype(str), sort=True)
+    if len(speakers) < 2:
+        raise ValueError("pairs need at least two speakers")
+    rows_of = [np.flatnonzero(codes == code) for code in range(len(speakers))]
+    per_batch = min(speakers_per_batch, len(speakers))
+    chosen = np.stack([rng.choice(len(speakers), per_batch, replace=False) for _ in range(num_batches)])
+    speaker = np.repeat(chosen.reshape(-1), crops_per_speaker)
+    sizes = np.array([len(rows_of[code]) for code in speaker])
+    offsets = (rng.random(len(speaker)) * sizes).astype(int)
+    rows = np.array([rows_of[code][offset] for code, offset in zip(speaker, offsets)], dtype=np.int64)
+    return pd.DataFrame({
+        "row": rows,
+        "speaker": speaker.astype(np.int64),
+        "crop_seed": rng.integers(0, 2**31 - 1, len(rows), dtype=np.int64),
+    })

@@ -51,31 +51,17 @@ def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, 
     return normalize_level(best).astype(np.float32)
 
 
-def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False, cache_mb=2048,
-                 noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
-    """A `tf.data.Dataset` of `((first, second), label)` batches.
+def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
+    """`crop(row, rng)`: one training crop of manifest row `row`, drawn with `rng`.
 
-    Args:
-        manifest: utterance manifest (`path`, `duration_s`, ...).
-        pairs: table from `data_prep.pairs.sample_pairs` (already shuffled, seeded).
-        sample_rate: model rate in Hz; audio at other rates is resampled.
-        window_s: crop length in seconds.
-        batch_size: pairs per batch.
-        cache_mb: when the whole manifest, decoded at `sample_rate`, fits in this
-            many MB, each utterance is decoded once and crops are sliced from
-            memory; otherwise every crop is seek-read from its file. The choice is
-            made once for the whole manifest, so crops never depend on timing.
-        noise_prob: share of crops that get white, pink or brown background noise
-            at an SNR drawn from `noise_snr_db` (augmentation; drawn from the pair's
-            seed like the crop itself).
-
-    Shapes: first, second `(batch, window_samples, 1)`, label `(batch,)`.
+    When the whole manifest, decoded at `sample_rate`, fits in `cache_mb` MB, each
+    utterance is decoded once and crops are sliced from memory; otherwise every crop
+    is seek-read from its file. The choice is made once for the whole manifest, so
+    crops never depend on timing. With probability `noise_prob` a crop gets white,
+    pink or brown background noise at an SNR drawn from `noise_snr_db`.
     """
-    import tensorflow as tf
-
     paths = manifest["path"].astype(str).to_numpy()
     durations = manifest["duration_s"].to_numpy(dtype=float)
-    num_samples = int(round(window_s * sample_rate))
     use_cache = durations.sum() * sample_rate * 4 <= cache_mb * 2**20
     cache = {}  # manifest row -> whole utterance at sample_rate; filled lazily by the loader threads
 
@@ -89,6 +75,30 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
         if noise_prob > 0.0 and rng.random() < noise_prob:
             return normalize_level(add_noise(clean, rng.uniform(*noise_snr_db), rng))
         return clean
+
+    return crop
+
+
+def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False, cache_mb=2048,
+                 noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
+    """A `tf.data.Dataset` of `((first, second), label)` batches.
+
+    Args:
+        manifest: utterance manifest (`path`, `duration_s`, ...).
+        pairs: table from `data_prep.pairs.sample_pairs` (already shuffled, seeded).
+        sample_rate: model rate in Hz; audio at other rates is resampled.
+        window_s: crop length in seconds.
+        batch_size: pairs per batch.
+        cache_mb, noise_prob, noise_snr_db: see `crop_loader` (the noise is drawn
+            from the pair's seed, like the crop itself).
+
+    Shapes: first, second `(batch, window_samples, 1)`, label `(batch,)`.
+    """
+    import tensorflow as tf
+
+    num_samples = int(round(window_s * sample_rate))
+    crop = crop_loader(manifest, sample_rate=sample_rate, window_s=window_s, cache_mb=cache_mb,
+                       noise_prob=noise_prob, noise_snr_db=noise_snr_db)
 
     def load_batch(first, second, crop_seed):
         batch = np.zeros((2, len(first), num_samples, 1), np.float32)
@@ -107,5 +117,41 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
     # Batch the indices first and decode a whole batch per call: far less per-element overhead.
     columns = tuple(pairs[name].to_numpy(dtype=np.int64) for name in ("first", "second", "label", "crop_seed"))
     dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(tf_load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def crop_dataset(manifest, crops, *, sample_rate, window_s, batch_size, cache_mb=2048,
+                 noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
+    """A `tf.data.Dataset` of `(crops, speaker)` batches for batch-all contrastive training.
+
+    Args:
+        manifest: utterance manifest (`path`, `duration_s`, ...).
+        crops: table from `data_prep.pairs.sample_speaker_batches`, in batch order.
+        batch_size: crops per batch (P speakers x K crops); batches are cut in
+            table order and never shuffled, so each holds whole speaker groups.
+        The other arguments are those of `pair_dataset`.
+
+    Shapes: crops `(batch, window_samples, 1)`, speaker `(batch,)` integer codes.
+    """
+    import tensorflow as tf
+
+    num_samples = int(round(window_s * sample_rate))
+    crop = crop_loader(manifest, sample_rate=sample_rate, window_s=window_s, cache_mb=cache_mb,
+                       noise_prob=noise_prob, noise_snr_db=noise_snr_db)
+
+    def load_batch(rows, crop_seed):
+        batch = np.zeros((len(rows), num_samples, 1), np.float32)
+        for index, (row, seed) in enumerate(zip(rows, crop_seed)):
+            batch[index, :, 0] = crop(row, np.random.default_rng(int(seed)))
+        return batch
+
+    def tf_load_batch(rows, speaker, crop_seed):
+        audio = tf.numpy_function(load_batch, [rows, crop_seed], tf.float32, stateful=False)
+        audio.set_shape((None, num_samples, 1))
+        return audio, speaker
+
+    columns = tuple(crops[name].to_numpy(dtype=np.int64) for name in ("row", "speaker", "crop_seed"))
+    dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size, drop_remainder=True)
     dataset = dataset.map(tf_load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -30,11 +30,14 @@ SCHEMA = {
         "noise_prob": float,
         "noise_snr_low": float,
         "noise_snr_high": float,
+        "objective": str,
+        "crops_per_speaker": int,
     },
 }
 
 # Keys a config may leave out, with the value they then take (older configs stay valid).
-OPTIONAL = {"training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0}}
+OPTIONAL = {"training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
+                         "objective": "pairs", "crops_per_speaker": 4}}
 
 
 # Smallest value each number may take: a zero batch size or epoch count is a
@@ -53,11 +56,12 @@ MINIMUM = {
     "training.lr_decay_factor": 0.0,
     "training.accuracy_threshold": 0.0,
     "training.noise_prob": 0.0,
+    "training.crops_per_speaker": 2,
 }
 # Numbers that must be strictly above their minimum (a rate or factor of 0 does nothing).
 STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor"}
 # Strings with a fixed set of values.
-CHOICES = {"data.format": ("folders", "librispeech")}
+CHOICES = {"data.format": ("folders", "librispeech"), "training.objective": ("pairs", "batch_all")}
 
 
 class ConfigError(ValueError):
@@ -94,6 +98,11 @@ def _check(section, schema, where):
             raise ConfigError(f"training.lr_decay_factor: must be < 1, got {section['lr_decay_factor']!r}")
         if section["noise_prob"] > 1.0 or section["noise_snr_low"] > section["noise_snr_high"]:
             raise ConfigError("training.noise_prob must be <= 1 and noise_snr_low <= noise_snr_high")
+        if section["objective"] == "batch_all" and (
+                section["batch_size"] % section["crops_per_speaker"] or
+                section["batch_size"] < 2 * section["crops_per_speaker"]):
+            raise ConfigError(f"training.batch_size ({section['batch_size']}) must be a multiple of "
+                              f"training.crops_per_speaker ({section['crops_per_speaker']}) covering 2+ speakers")
         if section["pairs_per_epoch"] < section["batch_size"]:
             raise ConfigError(f"training.pairs_per_epoch ({section['pairs_per_epoch']}) must be at least "
                               f"training.batch_size ({section['batch_size']})")

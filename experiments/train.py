@@ -1,5 +1,8 @@
 """Train a SincNet Siamese model with contrastive loss on same/different-speaker pairs.
 
+With `training.objective: batch_all` the same loss is applied to every pair inside
+batches of P speakers x K crops, which gives far more pairs per decoded crop.
+
     python -m experiments.train --config experiments/configs/sincnet_default.yaml
     python -m experiments.train --config experiments/configs/sincnet_default.yaml --resume
 
@@ -96,15 +99,29 @@ def check_pairable(manifests, root):
 
 
 def make_pairs(manifests, config):
-    """Fresh training pairs for every epoch, one fixed validation set; all seeded."""
+    """Fresh training pairs for every epoch, one fixed validation set; all seeded.
 
-    from data_prep.pairs import sample_pairs
+    With `objective: batch_all` the tables are speaker batches instead (P speakers x
+    K crops per batch, `batch_size` crops), and every pair inside a batch is trained on.
+    """
+    from data_prep.pairs import sample_pairs, sample_speaker_batches
 
     training, seed = config["training"], config["seed"]
-    per_epoch = training["pairs_per_epoch"] // training["batch_size"] * training["batch_size"]
+    steps = training["pairs_per_epoch"] // training["batch_size"]
+    if training["objective"] == "batch_all":
+        crops = training["crops_per_speaker"]
+
+        def draw(split, num_batches, draw_seed):
+            return sample_speaker_batches(manifests[split], num_batches, training["batch_size"] // crops, crops,
+                                          seed=draw_seed)
+
+        train_pairs = [draw("train", steps, [seed, epoch]) for epoch in range(training["epochs"])]
+        val_batches = max(1, training["val_pairs"] // training["batch_size"])
+        return train_pairs, draw("val", val_batches, [seed, 1_000_003]), steps
+    per_epoch = steps * training["batch_size"]
     train_pairs = [sample_pairs(manifests["train"], per_epoch, seed=[seed, epoch]) for epoch in range(training["epochs"])]
     val_pairs = sample_pairs(manifests["val"], training["val_pairs"], seed=[seed, 1_000_003])
-    return train_pairs, val_pairs, per_epoch // training["batch_size"]
+    return train_pairs, val_pairs, steps
 
 
 def read_log(log_path):
@@ -256,8 +273,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
 
     import keras
 
-    from data_prep.pipeline import pair_dataset
-    from siamese.losses import ContrastiveLoss
+    from data_prep.pipeline import crop_dataset, pair_dataset
+    from siamese.losses import BatchContrastiveLoss, ContrastiveLoss
     from siamese.metrics import PairAccuracy
     from siamese.model import build_siamese, tower_of
     from sincnet_keras import build_encoder, load_preset
@@ -267,6 +284,7 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
     except ValueError as error:
         raise ConfigError(f"model.preset: {error}") from None
     keras.utils.set_random_seed(config["seed"])
+    batch_all = training["objective"] == "batch_all"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
     train_pairs, val_pairs, steps = make_pairs(manifests, config)
@@ -292,12 +310,18 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
             except ValueError as error:
                 raise ConfigError(f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
             logger.info("starting from the weights of %s", init)
-        siamese = build_siamese(tower)
-        siamese.compile(
-            optimizer=keras.optimizers.Adam(training["learning_rate"]),
-            loss=ContrastiveLoss(margin=training["margin"]),
-            metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
-        )
+        if batch_all:
+            # Every pair in a batch of speaker groups: the tower is trained directly on its embeddings.
+            siamese = tower
+            siamese.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]),
+                            loss=BatchContrastiveLoss(margin=training["margin"]))
+        else:
+            siamese = build_siamese(tower)
+            siamese.compile(
+                optimizer=keras.optimizers.Adam(training["learning_rate"]),
+                loss=ContrastiveLoss(margin=training["margin"]),
+                metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
+            )
     else:
         logger.info("resuming from %s after %d epochs", checkpoint, len(rows))
     initial_epoch = len(rows)
@@ -310,13 +334,17 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
 
         rate, window_s, batch = preset["sample_rate"], preset["window_s"], training["batch_size"]
         remaining = pd.concat(train_pairs[initial_epoch:], ignore_index=True)
-        train_data = pair_dataset(manifests["train"], remaining, sample_rate=rate, window_s=window_s,
-                                  batch_size=batch, drop_remainder=True, noise_prob=training["noise_prob"],
-                                  noise_snr_db=(training["noise_snr_low"], training["noise_snr_high"]))
-        # Validation pairs get the same augmentation, so early stopping judges the task being trained.
-        val_data = pair_dataset(manifests["val"], val_pairs, sample_rate=rate, window_s=window_s, batch_size=batch,
-                                noise_prob=training["noise_prob"],
-                                noise_snr_db=(training["noise_snr_low"], training["noise_snr_high"]))
+        audio = {"sample_rate": rate, "window_s": window_s, "noise_prob": training["noise_prob"],
+                 "noise_snr_db": (training["noise_snr_low"], training["noise_snr_high"])}
+        if batch_all:
+            # Validation batches hold whole speaker groups too (fewer speakers when val has fewer than P).
+            val_batch = len(val_pairs) // max(1, training["val_pairs"] // batch)
+            train_data = crop_dataset(manifests["train"], remaining, batch_size=batch, **audio)
+            val_data = crop_dataset(manifests["val"], val_pairs, batch_size=val_batch, **audio)
+        else:
+            train_data = pair_dataset(manifests["train"], remaining, batch_size=batch, drop_remainder=True, **audio)
+            # Validation pairs get the same augmentation, so early stopping judges the task being trained.
+            val_data = pair_dataset(manifests["val"], val_pairs, batch_size=batch, **audio)
         started = time.time()
         try:
             history = siamese.fit(
@@ -343,7 +371,12 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
     # The sidecar first: a kill between the two leaves no tower that would load with wrong settings.
     with atomic_path(run_dir / "tower.json") as tmp:
         tmp.write_text(json.dumps(card, indent=2))
-    save_model(tower_of(best), run_dir / "tower.keras")
+    if batch_all:  # the checkpoint is the compiled tower: save a bare copy, without optimizer or loss
+        tower = build_encoder(preset)
+        tower.set_weights(best.get_weights())
+    else:
+        tower = tower_of(best)
+    save_model(tower, run_dir / "tower.keras")
     return run_dir
 
 

@@ -31,3 +31,37 @@ class ContrastiveLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package="siamese")
+class BatchContrastiveLoss(keras.losses.Loss):
+    """The contrastive loss above over every pair in a batch of labelled embeddings.
+
+    `y_true` holds speaker codes `(batch,)`, `y_pred` embeddings `(batch, D)`. A
+    batch of P speakers x K crops holds P x K x (K - 1) / 2 same-speaker pairs and
+    far more different-speaker pairs; each kind is averaged separately and weighted
+    one half, as in the balanced pair tables, so the value is on the pair loss's scale.
+    """
+
+    def __init__(self, margin=1.0, name="batch_contrastive_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        labels = ops.reshape(y_true, (-1,))
+        size = ops.shape(y_pred)[0]
+        same = ops.cast(ops.equal(labels[:, None], labels[None, :]), y_pred.dtype)
+        positive = same * (1.0 - ops.eye(size, dtype=y_pred.dtype))  # a crop is no pair with itself
+        negative = 1.0 - same
+        norms = ops.sum(ops.square(y_pred), axis=1)
+        squared = ops.maximum(norms[:, None] + norms[None, :] - 2.0 * ops.matmul(y_pred, ops.transpose(y_pred)), 0.0)
+        distance = ops.sqrt(squared + 1e-12)
+        pulled = positive * squared
+        pushed = negative * ops.square(ops.maximum(self.margin - distance, 0.0))
+        # Per-row shares whose batch mean is 0.5 * mean(positive) + 0.5 * mean(negative).
+        rows = ops.cast(size, y_pred.dtype)
+        return 0.5 * rows * (ops.sum(pulled, axis=1) / ops.maximum(ops.sum(positive), 1.0)
+                             + ops.sum(pushed, axis=1) / ops.maximum(ops.sum(negative), 1.0))
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}

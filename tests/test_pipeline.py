@@ -83,3 +83,37 @@ def test_add_noise_leaves_silence_alone():
     tone = np.sin(np.arange(8000) * 0.3).astype(np.float32)
     noisy = add_noise(tone, 20.0, rng, exponent=1.0)
     assert abs(10 * np.log10(np.mean(tone**2) / np.mean((noisy - tone) ** 2)) - 20.0) < 0.01
+
+
+def test_speaker_batches_hold_whole_groups_and_are_seeded(librispeech_manifest):
+    from data_prep.pairs import sample_speaker_batches
+
+    crops = sample_speaker_batches(librispeech_manifest, num_batches=3, speakers_per_batch=4, crops_per_speaker=3, seed=5)
+    assert len(crops) == 3 * 4 * 3
+    speakers = librispeech_manifest["speaker"].astype(str).to_numpy()
+    for start in range(0, len(crops), 12):
+        batch = crops.iloc[start:start + 12]
+        groups = batch["speaker"].to_numpy().reshape(4, 3)
+        assert (groups == groups[:, :1]).all() and len(set(groups[:, 0])) == 4  # 4 distinct speakers, 3 crops each
+        for code, row in zip(batch["speaker"], batch["row"]):  # the code names the crop's real speaker
+            assert code == sorted(set(speakers)).index(speakers[row])
+    again = sample_speaker_batches(librispeech_manifest, num_batches=3, speakers_per_batch=4, crops_per_speaker=3, seed=5)
+    assert crops.equals(again)
+
+
+def test_crop_dataset_shapes_and_determinism(librispeech_manifest):
+    from data_prep.pairs import sample_speaker_batches
+    from data_prep.pipeline import crop_dataset
+
+    manifest = librispeech_manifest.iloc[:6].reset_index(drop=True)
+    crops = sample_speaker_batches(manifest, num_batches=2, speakers_per_batch=3, crops_per_speaker=2, seed=1)
+
+    def batches():
+        data = crop_dataset(manifest, crops, sample_rate=8000, window_s=0.5, batch_size=6, noise_prob=0.5)
+        return [(audio.numpy(), speaker.numpy()) for audio, speaker in data]
+
+    first, second = batches(), batches()
+    assert len(first) == 2 and first[0][0].shape == (6, 4000, 1)
+    for (audio_a, speaker_a), (audio_b, speaker_b) in zip(first, second):
+        np.testing.assert_array_equal(audio_a, audio_b)
+        np.testing.assert_array_equal(speaker_a, speaker_b)

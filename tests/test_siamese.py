@@ -210,3 +210,22 @@ def test_diarization_error_forgiving_skips_overlap():
     assert DER_SETTINGS["forgiving"] == {"collar": 0.25, "skip_overlap": True}
     assert forgiving["der"] == pytest.approx(0.0)
     assert forgiving["scored_s"] < 20.0 - 2.0 + 1e-9  # overlap and collars not scored
+
+
+def test_batch_contrastive_loss_matches_every_pair_by_hand():
+    from siamese.losses import BatchContrastiveLoss
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(12, 8)).astype("float32")
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(4), 3)
+    same, different = [], []
+    for i in range(12):
+        for j in range(12):
+            if i != j:
+                distance = np.linalg.norm(embeddings[i] - embeddings[j])
+                (same if labels[i] == labels[j] else different).append(distance)
+    expected = 0.5 * np.mean(np.square(same)) + 0.5 * np.mean(np.square(np.maximum(0.8 - np.array(different), 0.0)))
+    loss = BatchContrastiveLoss(margin=0.8)
+    assert float(loss(labels, embeddings)) == pytest.approx(expected, rel=1e-5)
+    assert BatchContrastiveLoss.from_config(loss.get_config()).margin == pytest.approx(0.8)

@@ -93,3 +93,27 @@ def test_noise_options_are_checked(tmp_path, capsys):
     path.write_text(yaml.safe_dump(config))
     assert train_main(["--config", str(path)]) == 1
     assert "noise_snr_low" in capsys.readouterr().err
+
+
+def test_batch_all_objective_trains_resumes_and_saves_a_bare_tower(tmp_path, librispeech_root):
+    path = tiny_config(tmp_path, librispeech_root, epochs=1)
+    config = yaml.safe_load(open(path))
+    config["training"].update(objective="batch_all", crops_per_speaker=2, batch_size=8)
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path), "--quiet"]) == 0
+    assert train_main(["--config", str(path), "--quiet", "--resume", "--epochs", "2"]) == 0
+    run = tmp_path / "run"
+    log = pd.read_csv(run / "log.csv")
+    assert list(log["epoch"]) == [0, 1] and np.isfinite(log["val_loss"]).all()
+    tower = keras.saving.load_model(run / "tower.keras", safe_mode=True)
+    assert not getattr(tower, "compiled", False)  # the released tower carries no training state
+    assert tower(np.zeros((1, 4000, 1), "float32")).shape == (1, 32)
+
+
+def test_batch_all_config_needs_whole_speaker_groups(tmp_path, librispeech_root, capsys):
+    path = tiny_config(tmp_path, librispeech_root)
+    config = yaml.safe_load(open(path))
+    config["training"].update(objective="batch_all", crops_per_speaker=3, batch_size=16)
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path)]) == 1
+    assert "crops_per_speaker" in capsys.readouterr().err
