@@ -92,3 +92,20 @@ def sample_speaker_batches(manifest, num_batches, speakers_per_batch, crops_per_
         "speaker": speaker.astype(np.int64),
         "crop_seed": rng.integers(0, 2**31 - 1, len(rows), dtype=np.int64),
     })
+
+
+def sample_crops(manifest, num_crops, seed):
+    """Draws unlabelled crops for self-supervised pretraining: utterances weighted by duration.
+
+    Returns the same columns as `sample_speaker_batches` (`row`, `speaker`, `crop_seed`),
+    so `data_prep.pipeline.crop_dataset` reads either; here `speaker` is only carried along.
+    """
+    rng = np.random.default_rng(seed)
+    durations = manifest["duration_s"].to_numpy(dtype=float)
+    rows = rng.choice(len(manifest), num_crops, p=durations / durations.sum())
+    codes, _ = pd.factorize(manifest["speaker"].astype(str), sort=True)
+    return pd.DataFrame({
+        "row": rows.astype(np.int64),
+        "speaker": codes[rows].astype(np.int64),
+        "crop_seed": rng.integers(0, 2**31 - 1, num_crops, dtype=np.int64),
+    })

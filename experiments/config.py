@@ -35,6 +35,27 @@ SCHEMA = {
     },
 }
 
+# A self-supervised pretraining config (experiments.pretrain_wav2vec): same seed and data
+# sections, hence the same speaker split; only training speakers' audio is used, without labels.
+PRETRAIN_SCHEMA = {
+    "seed": int,
+    "output_dir": str,
+    "data": SCHEMA["data"],
+    "encoder": {"norm": str},
+    "pretraining": {
+        "epochs": int,
+        "steps_per_epoch": int,
+        "val_steps": int,
+        "batch_size": int,
+        "crop_s": float,
+        "learning_rate": float,
+        "prediction_steps": int,
+        "num_negatives": int,
+        "context_layers": int,
+        "patience": int,
+    },
+}
+
 # Keys a config may leave out, with the value they then take (older configs stay valid).
 OPTIONAL = {"training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
                          "objective": "pairs", "crops_per_speaker": 4}}
@@ -57,11 +78,22 @@ MINIMUM = {
     "training.accuracy_threshold": 0.0,
     "training.noise_prob": 0.0,
     "training.crops_per_speaker": 2,
+    "pretraining.epochs": 1,
+    "pretraining.steps_per_epoch": 1,
+    "pretraining.val_steps": 1,
+    "pretraining.batch_size": 1,
+    "pretraining.crop_s": 0.5,
+    "pretraining.learning_rate": 0.0,
+    "pretraining.prediction_steps": 1,
+    "pretraining.num_negatives": 1,
+    "pretraining.context_layers": 1,
+    "pretraining.patience": 1,
 }
 # Numbers that must be strictly above their minimum (a rate or factor of 0 does nothing).
-STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor"}
+STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor", "pretraining.learning_rate"}
 # Strings with a fixed set of values.
-CHOICES = {"data.format": ("folders", "librispeech"), "training.objective": ("pairs", "batch_all")}
+CHOICES = {"data.format": ("folders", "librispeech"), "training.objective": ("pairs", "batch_all"),
+           "encoder.norm": ("group", "layer")}
 
 
 class ConfigError(ValueError):
@@ -108,8 +140,12 @@ def _check(section, schema, where):
                               f"training.batch_size ({section['batch_size']})")
 
 
-def load_config(path):
-    """Reads and validates an experiment config; raises `ConfigError` on any problem."""
+def load_config(path, schema=SCHEMA, optional=OPTIONAL):
+    """Reads and validates an experiment config; raises `ConfigError` on any problem.
+
+    `schema` and `optional` default to the training config's; pass `PRETRAIN_SCHEMA`
+    (and `{}`) for a pretraining config.
+    """
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file")
@@ -123,10 +159,10 @@ def load_config(path):
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     try:
-        for section, defaults in OPTIONAL.items():
+        for section, defaults in optional.items():
             if isinstance(config, dict) and isinstance(config.get(section), dict):
                 config[section] = {**defaults, **config[section]}
-        _check(config, SCHEMA, "")
+        _check(config, schema, "")
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return config

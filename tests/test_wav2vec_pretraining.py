@@ -1,0 +1,83 @@
+"""Self-supervised pretraining of the wav2vec 2.0 feature encoder (wav2vec 1.0's objective)."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from experiments.pretrain_wav2vec import main as pretrain_main
+from sincnet_keras.wav2vec2 import build_wav2vec2_feature_encoder
+from sincnet_keras.wav2vec_pretraining import FuturePredictionLoss, build_context_network, build_pretrainer
+
+
+def test_context_network_is_causal():
+    context = build_context_network(8, num_layers=3)
+    frames = np.random.default_rng(0).normal(size=(1, 20, 8)).astype("float32")
+    changed = frames.copy()
+    changed[:, 12:] += 5.0  # the future changes...
+    before, after = context(frames).numpy(), context(changed).numpy()
+    np.testing.assert_allclose(before[:, :12], after[:, :12], atol=1e-6)  # ...the past's context does not
+    assert not np.allclose(before[:, 12:], after[:, 12:])
+
+
+def test_future_prediction_loss_is_the_binary_logistic_loss_by_hand():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(2, 6, 4)).astype("float32")
+    c = rng.normal(size=(2, 6, 3)).astype("float32")
+    layer = FuturePredictionLoss(prediction_steps=2, num_negatives=3, seed=4)
+    accuracy = layer([z, c]).numpy()
+    kernel, bias = (weight.numpy() for weight in layer.predictors.weights)
+    # A fresh generator on the same seed gives the distractors of the layer's first call.
+    picks = keras.random.randint((2, 6, 3), 0, 6, seed=keras.random.SeedGenerator(4)).numpy()
+    predictions = (c @ kernel + bias).reshape(2, 6, 2, 4)
+    total, hits = np.zeros(2), np.zeros(2)
+    for step in (1, 2):
+        predicted = predictions[:, :-step, step - 1]
+        positive = np.sum(predicted * z[:, step:], axis=-1)
+        distractors = np.stack([z[b][picks[b]] for b in range(2)])[:, step:]  # (2, 6 - step, 3, 4)
+        negative = np.einsum("btd,btnd->btn", predicted, distractors)
+        softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
+        total += np.mean(softplus(-positive) + softplus(negative).sum(-1), axis=1)
+        hits += np.mean(positive > negative.max(-1), axis=1) / 2
+    np.testing.assert_allclose(accuracy, hits, atol=1e-6)
+    assert float(layer.losses[-1]) == pytest.approx(total.mean(), rel=1e-4)
+
+
+def test_pretrainer_learns_and_reloads_in_safe_mode(tmp_path):
+    encoder = build_wav2vec2_feature_encoder(conv_dim=32)
+    model = build_pretrainer(encoder, context_layers=2, prediction_steps=3, num_negatives=4, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    # A predictable signal (a slow chirp) is learnable: the loss must fall.
+    t = np.arange(16000) / 16000
+    audio = np.stack([np.sin(2 * np.pi * (200 + 300 * phase) * t) for phase in np.linspace(0, 1, 8)])
+    history = model.fit(audio[..., None].astype("float32"), epochs=6, batch_size=4, verbose=0)
+    assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
+    model.save(tmp_path / "pretrainer.keras")
+    again = keras.saving.load_model(tmp_path / "pretrainer.keras", safe_mode=True)
+    np.testing.assert_allclose(again.get_weights()[0], model.get_weights()[0])
+
+
+def test_pretrain_command_writes_a_loadable_encoder_and_resumes(tmp_path, librispeech_root):
+    config = yaml.safe_load(open("experiments/configs/wav2vec2_pretrain.yaml"))
+    config["output_dir"], config["data"]["root"] = str(tmp_path / "run"), str(librispeech_root)
+    config["pretraining"].update(epochs=1, steps_per_epoch=2, val_steps=1, batch_size=2, crop_s=0.5,
+                                 prediction_steps=2, num_negatives=2, context_layers=1)
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert pretrain_main(["--config", str(path), "--quiet"]) == 0
+    assert pretrain_main(["--config", str(path), "--quiet", "--resume", "--epochs", "2"]) == 0
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert list(log["epoch"]) == [0, 1] and np.isfinite(log["val_loss"]).all()
+    encoder = keras.saving.load_model(tmp_path / "run" / "encoder.keras", safe_mode=True)
+    assert encoder(np.zeros((1, 16000, 1), "float32")).shape == (1, 49, 512)
+
+
+def test_pretrain_bad_config_is_one_line_error(tmp_path, capsys):
+    config = yaml.safe_load(open("experiments/configs/wav2vec2_pretrain.yaml"))
+    config["encoder"]["norm"] = "batch"
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert pretrain_main(["--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "encoder.norm" in err and len(err.strip().splitlines()) == 1
