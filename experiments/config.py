@@ -15,7 +15,7 @@ SCHEMA = {
         "val_speakers": int,
         "test_speakers": int,
     },
-    "model": {"preset": str},
+    "model": {"preset": str, "frontend_weights": str},
     "training": {
         "epochs": int,
         "pairs_per_epoch": int,
@@ -57,7 +57,8 @@ PRETRAIN_SCHEMA = {
 }
 
 # Keys a config may leave out, with the value they then take (older configs stay valid).
-OPTIONAL = {"training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
+OPTIONAL = {"model": {"frontend_weights": ""},
+            "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
                          "objective": "pairs", "crops_per_speaker": 4}}
 
 

@@ -254,6 +254,46 @@ def pipeline_error(error):
     return AudioError(found.group(1)) if found else None
 
 
+def frozen_frontend(tower, config, run_dir):
+    """`(frontend, head)` when the tower starts with a frozen front end, else None.
+
+    The front end's weights come from `model.frontend_weights` (a pretrained
+    encoder) on a fresh run and are kept in `frontend.keras` in the run folder, so
+    a resumed run and the saved tower use exactly the features it trained on.
+    """
+    from sincnet_keras.encoder import load_frontend_weights, split_frontend
+
+    split = split_frontend(tower)
+    if split is None or split[0].trainable:
+        return None
+    if config["training"]["objective"] == "batch_all":
+        raise ConfigError("training.objective batch_all is not available with a frozen front end; use pairs")
+    kept = run_dir / "frontend.keras"
+    source = kept if kept.is_file() else config["model"]["frontend_weights"]
+    if source:
+        try:
+            load_frontend_weights(tower, source)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"model.frontend_weights: {' '.join(str(error).split())}") from None
+        logger.info("front end weights from %s", source)
+    else:
+        logger.warning("model.frontend_weights is empty: the frozen front end keeps its random initialisation")
+    if not kept.is_file():
+        save_model(split[0], kept)
+    return split
+
+
+def frontend_bank(frontend, manifest, preset, audio, seed):
+    """The frozen front end's features for one split (see `data_prep.feature_bank`)."""
+    from data_prep.feature_bank import feature_bank
+
+    fixed = preset["pooling"] == "flatten"  # fixed-length towers are applied window by window
+    featurize = frontend.predict_on_batch if fixed else (lambda batch: frontend(batch, training=False))
+    return feature_bank(manifest, featurize, sample_rate=audio["sample_rate"],
+                        window_s=audio["window_s"] if fixed else None, noise_prob=audio["noise_prob"],
+                        noise_snr_db=audio["noise_snr_db"], seed=seed)
+
+
 def train(config, resume=False, verbose=2, skipped=None, init=None):
     """Runs one training described by a validated config; returns the run folder.
 
@@ -287,8 +327,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
     batch_all = training["objective"] == "batch_all"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
-    train_pairs, val_pairs, steps = make_pairs(manifests, config)
     fields, rows = read_log(run_dir / "log.csv") if resume else ([], [])
+    steps = training["pairs_per_epoch"] // training["batch_size"]
     siamese = None
     if resume and rows and checkpoint.is_file():
         siamese = load_checkpoint(checkpoint)
@@ -299,18 +339,27 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
             logger.info("dropping %d log row(s) newer than %s", len(rows) - done, checkpoint)
             rows = rows[:done]
             write_log(run_dir / "log.csv", fields, rows)
+    tower = build_encoder(preset)
+    if init is not None:
+        start = load_checkpoint(init)
+        try:
+            tower.set_weights(start.get_weights())
+        except ValueError as error:
+            raise ConfigError(f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
+        logger.info("starting from the weights of %s", init)
+    frozen = frozen_frontend(tower, config, run_dir)  # (frontend, head) when features can be computed once
     if siamese is None or not rows:
         fields, rows = [], []
         (run_dir / "log.csv").unlink(missing_ok=True)
-        tower = build_encoder(preset)
-        if init is not None:
-            start = load_checkpoint(init)
-            try:
-                tower.set_weights(start.get_weights())
-            except ValueError as error:
-                raise ConfigError(f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
-            logger.info("starting from the weights of %s", init)
-        if batch_all:
+        if frozen is not None:
+            # The front end never changes: train a Siamese model over the head, on precomputed features.
+            siamese = build_siamese(frozen[1])
+            siamese.compile(
+                optimizer=keras.optimizers.Adam(training["learning_rate"]),
+                loss=ContrastiveLoss(margin=training["margin"]),
+                metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
+            )
+        elif batch_all:
             # Every pair in a batch of speaker groups: the tower is trained directly on its embeddings.
             siamese = tower
             siamese.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]),
@@ -333,10 +382,24 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
         import tensorflow as tf
 
         rate, window_s, batch = preset["sample_rate"], preset["window_s"], training["batch_size"]
-        remaining = pd.concat(train_pairs[initial_epoch:], ignore_index=True)
         audio = {"sample_rate": rate, "window_s": window_s, "noise_prob": training["noise_prob"],
                  "noise_snr_db": (training["noise_snr_low"], training["noise_snr_high"])}
-        if batch_all:
+        if frozen is not None:
+            banks = {name: frontend_bank(frozen[0], manifests[name], preset, audio, [config["seed"], index])
+                     for index, name in enumerate(("train", "val"))}
+            train_pairs, val_pairs, steps = make_pairs({name: bank[1] for name, bank in banks.items()}, config)
+        else:
+            train_pairs, val_pairs, steps = make_pairs(manifests, config)
+        remaining = pd.concat(train_pairs[initial_epoch:], ignore_index=True)
+        if frozen is not None:
+            from data_prep.feature_bank import bank_pair_dataset
+            from sincnet_keras.wav2vec2 import num_frames
+
+            frames = num_frames(int(round(window_s * rate)))
+            train_data = bank_pair_dataset(banks["train"][0], remaining, window_frames=frames, batch_size=batch,
+                                           drop_remainder=True)
+            val_data = bank_pair_dataset(banks["val"][0], val_pairs, window_frames=frames, batch_size=batch)
+        elif batch_all:
             # Validation batches hold whole speaker groups too (fewer speakers when val has fewer than P).
             val_batch = len(val_pairs) // max(1, training["val_pairs"] // batch)
             train_data = crop_dataset(manifests["train"], remaining, batch_size=batch, **audio)
@@ -368,10 +431,14 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
             "seed": config["seed"], "train_speakers": int(manifests["train"]["speaker"].nunique())}
     if init is not None:
         card["init"] = str(init)  # fine-tuned: the model card names where it started
+    if config["model"]["frontend_weights"]:
+        card["frontend_weights"] = config["model"]["frontend_weights"]
     # The sidecar first: a kill between the two leaves no tower that would load with wrong settings.
     with atomic_path(run_dir / "tower.json") as tmp:
         tmp.write_text(json.dumps(card, indent=2))
-    if batch_all:  # the checkpoint is the compiled tower: save a bare copy, without optimizer or loss
+    if frozen is not None:  # the trained head goes back behind its front end
+        frozen[1].set_weights(tower_of(best).get_weights())
+    elif batch_all:  # the checkpoint is the compiled tower: save a bare copy, without optimizer or loss
         tower = build_encoder(preset)
         tower.set_weights(best.get_weights())
     else:

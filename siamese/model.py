@@ -12,9 +12,9 @@ def build_siamese(tower):
     Both inputs go through the *same* tower object, so the two branches share
     one set of weights; the output is their Euclidean distance, shape `(batch,)`.
     """
-    samples = tower.input_shape[1]
-    first = keras.Input(shape=(samples, 1), name="first")
-    second = keras.Input(shape=(samples, 1), name="second")
+    shape = tower.input_shape[1:]  # (samples, 1) for a waveform tower, (frames, C) for a head on features
+    first = keras.Input(shape=shape, name="first")
+    second = keras.Input(shape=shape, name="second")
     distance = EuclideanDistance(name="distance")([tower(first), tower(second)])
     return keras.Model([first, second], distance, name="siamese")
 

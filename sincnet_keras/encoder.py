@@ -1,4 +1,9 @@
-"""The SincNet embedding tower, built from a preset (a YAML file of numbers)."""
+"""The embedding tower, built from a preset (a YAML file of numbers).
+
+Two front ends share the rest: `frontend: sinc` (the default, SincNet) and
+`frontend: wav2vec2` (the wav2vec 2.0 feature encoder, frozen, followed by a
+small head), so models are compared by choosing a preset.
+"""
 
 from pathlib import Path
 
@@ -8,6 +13,7 @@ from keras import layers
 
 from sincnet_keras.pooling import StatisticsPooling
 from sincnet_keras.sinc_conv import SincConv1D
+from sincnet_keras.wav2vec2 import build_wav2vec2_feature_encoder
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESET_KEYS = {
@@ -15,6 +21,7 @@ PRESET_KEYS = {
     "conv_kernel_size", "conv_padding", "batchnorm_momentum", "leaky_relu_slope",
     "pooling", "embedding",
 }
+WAV2VEC2_PRESET_KEYS = {"name", "frontend", "sample_rate", "window_s", "wav2vec2", "head", "pooling", "embedding"}
 
 
 def available_presets():
@@ -37,8 +44,12 @@ def load_preset(name_or_path):
 def check_preset(preset, source="preset"):
     if not isinstance(preset, dict):
         raise ValueError(f"{source}: an encoder preset must be a mapping")
-    unknown = set(preset) - PRESET_KEYS
-    missing = PRESET_KEYS - set(preset) - {"name", "num_stacks"}
+    frontend = preset.get("frontend", "sinc")
+    if frontend not in ("sinc", "wav2vec2"):
+        raise ValueError(f"{source}: frontend must be 'sinc' or 'wav2vec2', got {frontend!r}")
+    keys = PRESET_KEYS | {"frontend"} if frontend == "sinc" else WAV2VEC2_PRESET_KEYS
+    unknown = set(preset) - keys
+    missing = keys - set(preset) - {"name", "num_stacks", "frontend"}
     if unknown or missing:
         raise ValueError(f"{source}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     if preset["pooling"] not in ("flatten", "statistics"):
@@ -84,12 +95,82 @@ def build_encoder(preset="default"):
     # Flatten fixes the input length; statistics pooling accepts any length.
     samples = window_samples(preset) if preset["pooling"] == "flatten" else None
     waveform = keras.Input(shape=(samples, 1), name="waveform")
-    stacks = [sinc_stack(waveform, preset, name=f"stack{i}") for i in range(preset.get("num_stacks", 1))]
-    x = stacks[0] if len(stacks) == 1 else layers.Concatenate(name="stacks")(stacks)
+    if preset.get("frontend", "sinc") == "wav2vec2":
+        x, family = wav2vec2_stack(waveform, preset), "wav2vec2"
+    else:
+        stacks = [sinc_stack(waveform, preset, name=f"stack{i}") for i in range(preset.get("num_stacks", 1))]
+        x, family = stacks[0] if len(stacks) == 1 else layers.Concatenate(name="stacks")(stacks), "sincnet"
     embedding = preset["embedding"]
     for index, units in enumerate(embedding["units"]):
         constraint = keras.constraints.UnitNorm(axis=0) if embedding["unit_norm_kernel"] else None
-        x = layers.Dense(units, activation=embedding["activation"], kernel_constraint=constraint, name=f"dense{index}")(x)
+        last = index == len(embedding["units"]) - 1
+        activation = None if last and embedding.get("last_linear", False) else embedding["activation"]
+        x = layers.Dense(units, activation=activation, kernel_constraint=constraint, name=f"dense{index}")(x)
     if embedding["l2_normalize"]:
         x = layers.UnitNormalization(name="l2_normalize")(x)
-    return keras.Model(waveform, x, name=f"sincnet_{preset.get('name', 'custom')}")
+    return keras.Model(waveform, x, name=f"{family}_{preset.get('name', 'custom')}")
+
+
+def wav2vec2_stack(waveform, preset):
+    """The wav2vec 2.0 feature encoder (a nested model named `frontend`) and its head.
+
+    `head.type: conv2d` is the coursework's: the (frames x 512) features read as a
+    one-channel image by strided Conv2D + MaxPool2D layers, then flattened.
+    `head.type: conv1d` treats the 512 channels as features over time:
+    LayerNorm, Conv1D blocks, then the preset's pooling.
+    """
+    settings, head = preset["wav2vec2"], preset["head"]
+    frontend = build_wav2vec2_feature_encoder(norm=settings["norm"], conv_dim=settings["conv_dim"], name="frontend")
+    frontend.trainable = settings["trainable"]
+    x = frontend(waveform)  # shape: (batch, frames, 512)
+    if head["type"] == "conv2d":
+        x = layers.Reshape((-1, x.shape[-1], 1), name="as_image")(x)  # shape: (batch, frames, 512, 1)
+        for index, (filters, kernel, stride) in enumerate(zip(head["filters"], head["kernel_sizes"], head["strides"])):
+            x = layers.Conv2D(filters, kernel, strides=stride, activation=head["activation"], name=f"head_conv{index}")(x)
+            if head["pool_after"][index]:
+                x = layers.MaxPooling2D(head["pool_size"], strides=head["pool_stride"], name=f"head_pool{index}")(x)
+    elif head["type"] == "conv1d":
+        x = layers.LayerNormalization(name="head_norm")(x)
+        for index, filters in enumerate(head["filters"]):
+            x = layers.Conv1D(filters, head["kernel_size"], padding="same", name=f"head_conv{index}")(x)
+            x = layers.BatchNormalization(momentum=head["batchnorm_momentum"], name=f"head_bn{index}")(x)
+            x = layers.LeakyReLU(negative_slope=head["leaky_relu_slope"], name=f"head_act{index}")(x)
+    else:
+        raise ValueError(f"head.type must be 'conv2d' or 'conv1d', got {head['type']!r}")
+    if preset["pooling"] == "flatten":
+        return layers.Flatten(name="flatten")(x)
+    return StatisticsPooling(name="stats")(x)
+
+
+def split_frontend(tower):
+    """`(frontend, head)` of a tower whose first layer after the input is a nested `frontend` model.
+
+    The head is a model from the frontend's output to the embedding that shares
+    the tower's layers, so training it trains the tower; None when there is no
+    such front end (SincNet towers).
+    """
+    names = [layer.name for layer in tower.layers]
+    if "frontend" not in names:
+        return None
+    frontend = tower.get_layer("frontend")
+    consumer = tower.layers[names.index("frontend") + 1]
+    return frontend, keras.Model(consumer.input, tower.output, name=f"{tower.name}_head")
+
+
+def load_frontend_weights(tower, path):
+    """Sets a tower's wav2vec 2.0 front end from a pretrained encoder.
+
+    `path` is an `encoder.keras` from `experiments.pretrain_wav2vec`, or a Hugging
+    Face / torchaudio checkpoint (see `sincnet_keras.wav2vec2_checkpoint`).
+    """
+    from pathlib import Path
+
+    from sincnet_keras.wav2vec2_checkpoint import load_wav2vec2_feature_encoder
+
+    frontend = tower.get_layer("frontend")
+    if Path(path).suffix == ".keras":
+        source = keras.saving.load_model(path, safe_mode=True)
+    else:
+        norm = "layer" if any(layer.name == "norm1" for layer in frontend.layers) else "group"
+        source = load_wav2vec2_feature_encoder(path, norm=norm)
+    frontend.set_weights(source.get_weights())
