@@ -35,8 +35,9 @@ def training_facts(run_dir):
 
     log = pd.read_csv(run_dir / "log.csv")
     facts = {"epochs_run": len(log), "best_epoch": int(log["val_loss"].idxmin()) + 1,
-             "best_val_loss": float(log["val_loss"].min()),
-             "best_val_pair_accuracy": float(log.loc[log["val_loss"].idxmin(), "val_pair_accuracy"])}
+             "best_val_loss": float(log["val_loss"].min())}
+    if "val_pair_accuracy" in log:  # pair training logs it; batch-all training has no pair threshold
+        facts["best_val_pair_accuracy"] = float(log.loc[log["val_loss"].idxmin(), "val_pair_accuracy"])
     seconds_file = run_dir / "train_seconds.txt"
     if seconds_file.is_file():
         facts["train_wall_s"] = sum(float(line.split()[1]) for line in seconds_file.read_text().splitlines())
@@ -48,9 +49,19 @@ def training_facts(run_dir):
 def model_card(name, config, facts, verification, summary, speed, settings):
     rows = {(row["setting"], row["speakers"]): row for row in summary}
     der = lambda setting, count: f"{rows[(setting, count)]['der']:.1%}"  # noqa: E731
+    accuracy = (f" (validation pair accuracy {facts['best_val_pair_accuracy']:.1%} on training-length crops)"
+                if "best_val_pair_accuracy" in facts else "")
+    training = config["training"]
+    if training.get("objective") == "batch_all":
+        batches = (f"{facts['epochs_run']} epochs of {training['pairs_per_epoch'] // training['batch_size']} batches of "
+                   f"{training['batch_size'] // training['crops_per_speaker']} speakers x {training['crops_per_speaker']} "
+                   f"crops, contrastive loss on every pair in a batch (batch-all)")
+    else:
+        batches = f"{facts['epochs_run']} epochs of {training['pairs_per_epoch']} fresh pairs (batch {training['batch_size']})"
+    family = "wav2vec 2.0 feature encoder (frozen) + head" if "wav2vec" in config["model"]["preset"] else "SincNet"
     return f"""# Model card: `{name}`
 
-SincNet Siamese embedding tower (`{config['model']['preset']}` preset) trained with contrastive loss
+{family} Siamese embedding tower (`{config['model']['preset']}` preset) trained with contrastive loss
 on same/different-speaker pairs. Released on {date.today().isoformat()} by `python -m experiments.release`.
 
 ## Data
@@ -61,9 +72,9 @@ on same/different-speaker pairs. Released on {date.today().isoformat()} by `pyth
 
 ## Training
 - Command: `python -m experiments.train --config results/{name}/train_config.yaml` (the run's resolved config)
-- {facts['epochs_run']} epochs of {config['training']['pairs_per_epoch']} fresh pairs (batch {config['training']['batch_size']}),
-  Adam {config['training']['learning_rate']}, margin {config['training']['margin']}; best validation loss at epoch
-  {facts['best_epoch']} (validation pair accuracy {facts['best_val_pair_accuracy']:.1%} on 1 s crops).
+- {batches},
+  Adam {training['learning_rate']}, margin {training['margin']}; best validation loss at epoch
+  {facts['best_epoch']}{accuracy}.
 - Background-noise augmentation: {config['training'].get('noise_prob', 0.0):.0%} of training and validation crops get
   white, pink or brown noise at {config['training'].get('noise_snr_low', 5.0):g}-{config['training'].get('noise_snr_high', 30.0):g} dB SNR.
 - Wall time: {facts['train_wall_s'] / 60:.0f} min on a 2-core CPU, no GPU{facts.get('lineage', '')}.

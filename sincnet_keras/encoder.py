@@ -11,6 +11,7 @@ import keras
 import yaml
 from keras import layers
 
+from sincnet_keras.log_mel import LogMelSpectrogram
 from sincnet_keras.pooling import StatisticsPooling
 from sincnet_keras.sinc_conv import SincConv1D
 from sincnet_keras.wav2vec2 import build_wav2vec2_feature_encoder
@@ -45,9 +46,13 @@ def check_preset(preset, source="preset"):
     if not isinstance(preset, dict):
         raise ValueError(f"{source}: an encoder preset must be a mapping")
     frontend = preset.get("frontend", "sinc")
-    if frontend not in ("sinc", "wav2vec2"):
-        raise ValueError(f"{source}: frontend must be 'sinc' or 'wav2vec2', got {frontend!r}")
-    keys = PRESET_KEYS | {"frontend"} if frontend == "sinc" else WAV2VEC2_PRESET_KEYS
+    if frontend not in ("sinc", "logmel", "wav2vec2"):
+        raise ValueError(f"{source}: frontend must be 'sinc', 'logmel' or 'wav2vec2', got {frontend!r}")
+    keys = {
+        "sinc": PRESET_KEYS | {"frontend"},
+        "logmel": PRESET_KEYS - {"sinc"} | {"frontend", "logmel"},  # the same tower, a fixed filterbank first
+        "wav2vec2": WAV2VEC2_PRESET_KEYS,
+    }[frontend]
     unknown = set(preset) - keys
     missing = keys - set(preset) - {"name", "num_stacks", "frontend"}
     if unknown or missing:
@@ -69,13 +74,17 @@ def conv_block(x, filters, preset, name):
 
 
 def sinc_stack(waveform, preset, name):
-    """SincConv front end followed by the convolution blocks."""
-    sinc = preset["sinc"]
-    x = SincConv1D(sample_rate=preset["sample_rate"], name=f"{name}_sinc", **sinc)(waveform)
+    """SincConv front end (or a fixed log-mel filterbank) followed by the convolution blocks."""
+    if preset.get("frontend", "sinc") == "logmel":
+        front = f"{name}_logmel"
+        x = LogMelSpectrogram(sample_rate=preset["sample_rate"], name=front, **preset["logmel"])(waveform)
+    else:
+        front = f"{name}_sinc"
+        x = SincConv1D(sample_rate=preset["sample_rate"], name=front, **preset["sinc"])(waveform)
     if preset["front"]["norm"] == "layer":
-        x = layers.LayerNormalization(name=f"{name}_sinc_norm")(x)
-    x = layers.LeakyReLU(negative_slope=preset["leaky_relu_slope"], name=f"{name}_sinc_act")(x)
-    x = layers.MaxPooling1D(preset["front"]["pool_size"], padding="same", name=f"{name}_sinc_pool")(x)
+        x = layers.LayerNormalization(name=f"{front}_norm")(x)
+    x = layers.LeakyReLU(negative_slope=preset["leaky_relu_slope"], name=f"{front}_act")(x)
+    x = layers.MaxPooling1D(preset["front"]["pool_size"], padding="same", name=f"{front}_pool")(x)
     for index, filters in enumerate(preset["conv_filters"]):
         x = conv_block(x, filters, preset, name=f"{name}_block{index}")
     if preset["pooling"] == "flatten":
@@ -99,7 +108,8 @@ def build_encoder(preset="default"):
         x, family = wav2vec2_stack(waveform, preset), "wav2vec2"
     else:
         stacks = [sinc_stack(waveform, preset, name=f"stack{i}") for i in range(preset.get("num_stacks", 1))]
-        x, family = stacks[0] if len(stacks) == 1 else layers.Concatenate(name="stacks")(stacks), "sincnet"
+        x = stacks[0] if len(stacks) == 1 else layers.Concatenate(name="stacks")(stacks)
+        family = "logmel" if preset.get("frontend") == "logmel" else "sincnet"
     embedding = preset["embedding"]
     for index, units in enumerate(embedding["units"]):
         constraint = keras.constraints.UnitNorm(axis=0) if embedding["unit_norm_kernel"] else None

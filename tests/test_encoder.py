@@ -146,3 +146,30 @@ def test_preset_from_yaml_path(tmp_path):
     path = tmp_path / "custom.yaml"
     path.write_text(yaml.safe_dump({**source, "name": "custom"}))
     assert load_preset(str(path)) == {**source, "name": "custom"}
+
+
+def test_logmel_baseline_is_the_default_tower_with_fixed_filters(tmp_path):
+    import librosa
+
+    from sincnet_keras.log_mel import LogMelSpectrogram
+
+    logmel, default = build_encoder("logmel_cnn"), build_encoder("default")
+    # Everything after the filterbank is the default's: same layers, same shapes.
+    assert [type(layer) for layer in logmel.layers[2:]] == [type(layer) for layer in default.layers[2:]]
+    assert [layer.count_params() for layer in logmel.layers[2:]] == [layer.count_params() for layer in default.layers[2:]]
+    frames = lambda tower: tower.get_layer("stack0_block0_conv")(  # noqa: E731
+        keras.Model(tower.input, tower.get_layer("stack0_block0_conv").input)(np.zeros((1, 16000, 1), "float32"))).shape[1]
+    assert abs(frames(logmel) - frames(default)) <= 1  # the same frame rate into the convolution blocks
+    front = logmel.get_layer("stack0_logmel")
+    assert isinstance(front, LogMelSpectrogram) and not front.trainable_weights  # fixed filters
+    # The layer's output is log(mel filterbank . |STFT|^2), as librosa computes it.
+    tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 16000).astype("float32")
+    ours = np.asarray(front(tone[None, :, None]))[0]
+    power = np.abs(librosa.stft(tone, n_fft=512, hop_length=40, win_length=400, window="hann", center=True)) ** 2
+    expected = np.log(librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, fmin=50) @ power + 1e-6).T
+    inner = slice(10, -10)  # away from the edges, where the two pad differently
+    np.testing.assert_allclose(ours[inner], expected[inner], atol=2e-3)
+    logmel.save(tmp_path / "logmel.keras")
+    again = keras.saving.load_model(tmp_path / "logmel.keras", safe_mode=True)
+    audio = np.random.default_rng(0).normal(size=(1, 16000, 1)).astype("float32")
+    np.testing.assert_allclose(again(audio), logmel(audio), atol=1e-5)
