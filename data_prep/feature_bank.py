@@ -3,17 +3,11 @@
 A frozen front end (for example the wav2vec 2.0 feature encoder) gives the same
 output every epoch, so running it on every crop of every pair wastes nearly all
 of the training time: on a 2-core CPU the wav2vec 2.0 encoder costs about 50
-times the whole SincNet tower. The bank runs it once and pairs are cut from its
-output. `featurize` is any callable `(batch, samples, 1) -> (batch, frames, C)`,
-so this module knows nothing of models.
-
-Two layouts, chosen to match how the trained tower will be applied:
-- `window_s=None` (towers that accept any length and are applied by the
-  diarizer to long chunks): one array per utterance; crops are random frame
-  slices of it;
-- `window_s` given (fixed-length towers, applied window by window): each
-  utterance is tiled into windows at half-window hops (the last one flush with
-  its end), and each window is featurized on its own.
+times the whole SincNet tower. The bank runs it once over each whole utterance
+and pairs are cut from its output, as the diarizer runs it once over a whole
+recording and cuts windows from its output (`siamese.Diarizer`). `featurize` is
+any callable `(1, samples, 1) -> (1, frames, C)`, so this module knows nothing
+of models.
 """
 
 import numpy as np
@@ -24,57 +18,33 @@ from data_prep.audio import load_audio, normalize_level
 from data_prep.augment import add_noise
 
 
-def feature_bank(manifest, featurize, *, sample_rate, window_s=None, noise_prob=0.0, noise_snr_db=(5.0, 30.0),
-                 seed=0, batch_size=8, desc="front-end features"):
-    """Runs `featurize` once over a manifest's audio.
+def feature_bank(manifest, featurize, *, sample_rate, noise_prob=0.0, noise_snr_db=(5.0, 30.0), seed=0,
+                 desc="front-end features"):
+    """Runs `featurize` once over each utterance of a manifest.
 
     Args:
         manifest: utterance manifest (`path`, `speaker`, ...).
-        featurize: callable from waveforms `(batch, samples, 1)` float32 to `(batch, frames, C)`.
+        featurize: callable from a waveform `(1, samples, 1)` float32 to `(1, frames, C)`.
         sample_rate: the front end's rate in Hz.
-        window_s: None for whole utterances, else the fixed window in seconds.
         noise_prob, noise_snr_db: share of utterances that get background noise, and
             its SNR range in dB; drawn once per utterance from `seed` (augmentation
             frozen with the features).
 
     Returns:
-        `(features, items)`: a list of float16 arrays `(frames, C)` and a table with
-        one row per array: `speaker`, `row` (manifest row) and `start_s`.
+        `(features, items)`: a list of float16 arrays `(frames, C)`, one per
+        utterance, and a table with their `speaker` and manifest `row`.
     """
     rng = np.random.default_rng(seed)
     features, items = [], []
-    window = None if window_s is None else int(round(window_s * sample_rate))
-    pending = []  # fixed windows wait here until a batch is full
-
-    def flush():
-        if pending:
-            output = np.asarray(featurize(np.stack([crop for crop, _ in pending])[..., None]))
-            for (_, item), array in zip(pending, output):
-                features.append(array.astype(np.float16))
-                items.append(item)
-            pending.clear()
-
     for row, (path, speaker) in enumerate(tqdm(list(zip(manifest["path"], manifest["speaker"])), desc=desc,
                                                unit="file", disable=None)):
         audio = load_audio(path, sample_rate)
         if noise_prob > 0.0 and rng.random() < noise_prob:
             audio = add_noise(audio, rng.uniform(*noise_snr_db), rng)
-        if window is None:
-            output = np.asarray(featurize(normalize_level(audio)[None, :, None].astype(np.float32)))[0]
-            features.append(output.astype(np.float16))
-            items.append({"speaker": str(speaker), "row": row, "start_s": 0.0})
-            continue
-        audio = np.pad(audio, (0, max(0, window - len(audio))))
-        starts = list(range(0, len(audio) - window + 1, max(1, window // 2)))
-        if starts[-1] != len(audio) - window:
-            starts.append(len(audio) - window)
-        for start in starts:
-            crop = normalize_level(audio[start:start + window]).astype(np.float32)
-            pending.append((crop, {"speaker": str(speaker), "row": row, "start_s": start / sample_rate}))
-            if len(pending) == batch_size:
-                flush()
-    flush()
-    return features, pd.DataFrame(items, columns=["speaker", "row", "start_s"])
+        output = np.asarray(featurize(normalize_level(audio)[None, :, None].astype(np.float32)))[0]
+        features.append(output.astype(np.float16))
+        items.append({"speaker": str(speaker), "row": row})
+    return features, pd.DataFrame(items, columns=["speaker", "row"])
 
 
 def bank_pair_dataset(features, pairs, *, window_frames, batch_size, drop_remainder=False):

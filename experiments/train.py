@@ -284,14 +284,11 @@ def frozen_frontend(tower, config, run_dir):
 
 
 def frontend_bank(frontend, manifest, preset, audio, seed):
-    """The frozen front end's features for one split (see `data_prep.feature_bank`)."""
+    """The frozen front end's features for one split, one array per utterance (see `data_prep.feature_bank`)."""
     from data_prep.feature_bank import feature_bank
 
-    fixed = preset["pooling"] == "flatten"  # fixed-length towers are applied window by window
-    featurize = frontend.predict_on_batch if fixed else (lambda batch: frontend(batch, training=False))
-    return feature_bank(manifest, featurize, sample_rate=audio["sample_rate"],
-                        window_s=audio["window_s"] if fixed else None, noise_prob=audio["noise_prob"],
-                        noise_snr_db=audio["noise_snr_db"], seed=seed)
+    return feature_bank(manifest, lambda batch: frontend(batch, training=False), sample_rate=audio["sample_rate"],
+                        noise_prob=audio["noise_prob"], noise_snr_db=audio["noise_snr_db"], seed=seed)
 
 
 def train(config, resume=False, verbose=2, skipped=None, init=None):

@@ -190,6 +190,7 @@ class Diarizer:
         self.tower = tower
         self.settings = settings or DiarizerSettings()
         self._frame_split = None  # built on first use, see `frame_split`
+        self._frontend_split = None  # built on first use, see `frontend_split`
         self._spectral_memo = {}  # (points digest, count, prune) -> labels; threshold sweeps repeat counts
 
     @classmethod
@@ -283,9 +284,42 @@ class Diarizer:
             self._frame_split = split
         return self._frame_split or None
 
-    def embed_windows_shared(self, audio, starts, chunk_s=30.0, context_s=1.0):
-        """Same as `embed_windows`, but frames are computed once in fixed-size chunks."""
-        frame_model, head, hop, epsilon = self.frame_split()
+    def frontend_split(self):
+        """`(frontend, head, samples_per_frame, head_frames)` for a fixed-length tower behind a `frontend` model.
+
+        Such a tower (the coursework's Wav2Vec arm) is trained on front-end features
+        computed once per utterance (`data_prep.feature_bank`), so the diarizer does
+        the same: the front end runs once over the recording, and the head embeds
+        each window's slice of frames.
+        """
+        if self._frontend_split is None:
+            from sincnet_keras.encoder import split_frontend
+
+            split = split_frontend(self.tower)
+            if split is not None and self.tower.input_shape[1] is not None:
+                frontend, head = split
+                one, two = (frontend(np.zeros((1, n * self.settings.sample_rate, 1), np.float32)).shape[1] for n in (1, 2))
+                split = (frontend, head, self.settings.sample_rate // (two - one), head.input_shape[1])
+            self._frontend_split = split or False
+        return self._frontend_split or None
+
+    def embed_windows_frontend(self, audio, starts):
+        """Same as `embed_windows` for `frontend_split` towers: front end once, head per window."""
+        frontend, head, hop, length = self.frontend_split()
+        frames = self.chunked_frames(frontend, audio, hop)  # shape: (total_frames, channels)
+        begin = np.clip(np.round(np.asarray(starts) * self.settings.sample_rate / hop).astype(int), 0, len(frames) - 1)
+        batch_size = self.settings.batch_size
+        embeddings = []
+        for first in range(0, len(begin), batch_size):
+            batch = np.zeros((batch_size, length, frames.shape[1]), np.float32)  # one shape: traced once
+            for row, start in enumerate(begin[first:first + batch_size]):
+                piece = frames[start:start + length]
+                batch[row, :len(piece)] = piece
+            embeddings.append(head.predict_on_batch(batch)[:len(begin[first:first + batch_size])])
+        return np.concatenate(embeddings)  # shape: (num_windows, D)
+
+    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, context_s=1.0):
+        """`frame_model`'s frames over a whole recording, computed in fixed-size chunks with context."""
         s = self.settings
         chunk = int(chunk_s * s.sample_rate) // hop * hop
         context = int(context_s * s.sample_rate) // hop * hop
@@ -301,6 +335,13 @@ class Diarizer:
             if frames is None:
                 frames = np.empty((-(-len(audio) // chunk) * (chunk // hop), output.shape[1]), np.float32)
             frames[first // hop:(first + chunk) // hop] = output[context // hop:(context + chunk) // hop]
+        return frames
+
+    def embed_windows_shared(self, audio, starts):
+        """Same as `embed_windows`, but frames are computed once in fixed-size chunks."""
+        frame_model, head, hop, epsilon = self.frame_split()
+        s = self.settings
+        frames = self.chunked_frames(frame_model, audio, hop)
         length = max(1, int(round(s.window_s * s.sample_rate / hop)))
         begin = np.clip(np.round(np.asarray(starts) * s.sample_rate / hop).astype(int), 0, len(frames) - 1)
         end = np.minimum(begin + length, len(frames))
@@ -331,8 +372,12 @@ class Diarizer:
         if not regions:
             return Windows(np.zeros(0), [], np.zeros(0, int), np.zeros((0, 0), np.float32))
         starts, region_of = self.window_starts(regions, duration_s)
-        shared = self.settings.shared_frames and self.frame_split()
-        embeddings = self.embed_windows_shared(audio, starts) if shared else self.embed_windows(audio, starts)
+        if self.settings.shared_frames and self.frame_split():
+            embeddings = self.embed_windows_shared(audio, starts)
+        elif self.settings.shared_frames and self.frontend_split():
+            embeddings = self.embed_windows_frontend(audio, starts)
+        else:
+            embeddings = self.embed_windows(audio, starts)
         return Windows(starts, regions, region_of, embeddings)
 
     def embed_utterance(self, audio_or_path):

@@ -37,18 +37,12 @@ def test_presets_reload_in_safe_mode(tmp_path, preset):
     assert not split_frontend(again)[0].trainable
 
 
-def test_feature_bank_layouts(librispeech_manifest):
+def test_feature_bank_holds_each_utterance_once(librispeech_manifest):
     manifest = librispeech_manifest.iloc[:2]
     encoder = build_wav2vec2_feature_encoder(conv_dim=8)
-    whole, items = feature_bank(manifest, lambda x: encoder(x), sample_rate=16000)
-    assert len(whole) == 2 and list(items["row"]) == [0, 1]
-    assert whole[0].shape == (num_frames(int(round(manifest["duration_s"].iloc[0] * 16000))), 8)
-    windows, items = feature_bank(manifest, encoder.predict_on_batch, sample_rate=16000, window_s=1.0)
-    assert all(array.shape == (49, 8) for array in windows)
-    for row in (0, 1):  # half-window hops, the last window flush with the utterance's end
-        starts = items.loc[items["row"] == row, "start_s"].to_numpy()
-        assert starts[0] == 0.0 and np.allclose(np.diff(starts)[:-1], 0.5)
-        assert starts[-1] == pytest.approx(manifest["duration_s"].iloc[row] - 1.0, abs=1e-3)
+    features, items = feature_bank(manifest, lambda x: encoder(x), sample_rate=16000)
+    assert len(features) == 2 and list(items["row"]) == [0, 1] and features[0].dtype == np.float16
+    assert features[0].shape == (num_frames(int(round(manifest["duration_s"].iloc[0] * 16000))), 8)
 
 
 def tiny_wav2vec_config(tmp_path, root, pooling):
@@ -88,4 +82,10 @@ def test_head_trains_on_frozen_pretrained_features(tmp_path, tiny_librispeech, p
         np.testing.assert_array_equal(ours, best)
     diarizer = Diarizer.load(run / "tower.keras")
     assert diarizer.settings.sample_rate == 16000 and diarizer.settings.window_s == 0.5
-    assert diarizer.embed_utterance(np.random.default_rng(0).normal(size=16000) * 0.1).shape[-1] in (2, 8)
+    # The diarizer runs the front end once per recording, as training did per utterance.
+    assert (diarizer.frame_split() if pooling == "statistics" else diarizer.frontend_split()) is not None
+    audio = np.random.default_rng(0).normal(size=48000).astype("float32") * 0.1
+    windows = diarizer.embed(audio)
+    assert windows.embeddings.shape == (len(windows.starts), 8 if pooling == "statistics" else 2)
+    diarizer.settings.shared_frames = False  # window by window: the same tower, normalised over less context
+    assert diarizer.embed(audio).embeddings.shape == windows.embeddings.shape
