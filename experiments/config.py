@@ -14,6 +14,7 @@ SCHEMA = {
         "root": str,
         "val_speakers": int,
         "test_speakers": int,
+        "split_seed": int,
     },
     "model": {"preset": str, "frontend_weights": str},
     "training": {
@@ -163,6 +164,9 @@ def load_config(path, schema=SCHEMA, optional=OPTIONAL):
         for section, defaults in optional.items():
             if isinstance(config, dict) and isinstance(config.get(section), dict):
                 config[section] = {**defaults, **config[section]}
+        if isinstance(config, dict) and isinstance(config.get("data"), dict) and "split_seed" not in config["data"]:
+            # The speaker split follows `seed` unless pinned: experiments.compare keeps one split across seeds.
+            config["data"]["split_seed"] = config.get("seed")
         _check(config, schema, "")
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None

@@ -66,7 +66,7 @@ def prepare_manifests(config, run_dir, skipped=None):
             skipped.append((path, reason))
     try:
         splits = split_speakers(
-            manifest, val_speakers=data["val_speakers"], test_speakers=data["test_speakers"], seed=config["seed"]
+            manifest, val_speakers=data["val_speakers"], test_speakers=data["test_speakers"], seed=data["split_seed"]
         )
     except ValueError as error:
         raise ConfigError(f"{data['root']}: {error}") from None

@@ -1,0 +1,36 @@
+"""experiments.compare --quick: every step of the model comparison, on a few speakers and steps."""
+
+import pandas as pd
+import yaml
+
+from experiments.compare import main as compare_main
+
+
+def test_quick_comparison_fills_every_requested_row(tmp_path, librispeech_root):
+    config = yaml.safe_load(open("experiments/configs/compare.yaml"))
+    config["output_dir"] = str(tmp_path / "compare")
+    models = {}
+    for name in ("sincnet-original", "wav2vec"):  # one SincNet and one wav2vec tower keep CI short
+        model = yaml.safe_load(open(config["models"][name]))
+        model["data"]["root"] = str(librispeech_root)
+        models[name] = str(tmp_path / f"{name}.yaml")
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(model))
+    config["models"] = models
+    (tmp_path / "compare.yaml").write_text(yaml.safe_dump(config))
+    assert compare_main(["--config", str(tmp_path / "compare.yaml"), "--quick"]) == 0
+    results = tmp_path / "compare_quick" / "results"
+    runs = pd.read_csv(results / "runs.csv")
+    assert list(runs["model"]) == ["sincnet-original", "wav2vec"]
+    for column in ("eer", "min_dcf", "pair_accuracy", "der_full_oracle", "der_forgiving_estimated", "rtf", "params"):
+        assert runs[column].notna().all() and (runs[column] >= 0).all()
+    table = (results / "comparison.md").read_text()
+    assert "| sincnet-original | 1 |" in table and "| wav2vec | 1 |" in table and "one seed" in table
+    # A second call reuses the trained towers and their stored results.
+    assert compare_main(["--config", str(tmp_path / "compare.yaml"), "--quick"]) == 0
+    assert pd.read_csv(results / "runs.csv").equals(runs)
+
+
+def test_unknown_model_is_a_one_line_error(capsys):
+    assert compare_main(["--config", "experiments/configs/compare.yaml", "--models", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "nope" in err and len(err.strip().splitlines()) == 1
