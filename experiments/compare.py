@@ -68,8 +68,8 @@ def load_compare_config(path):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers")
     if not isinstance(config["models"], dict) or not config["models"]:
         raise ConfigError(f"{path}: models must map names to training configs")
-    for name, model_config in config["models"].items():
-        load_config(model_config)  # raises a ConfigError naming the file
+    for name in config["models"]:
+        load_config(model_entry(config, name)["config"])  # raises a ConfigError naming the file
     return config
 
 
@@ -87,13 +87,52 @@ def quick_dataset(root, out_dir, speakers=16):
     return target
 
 
+def model_entry(compare, name):
+    """A model entry as a dict: `config` (training YAML), optional `preset` and `training`
+    overrides (ablations), and an optional evaluation `window_s`."""
+    entry = compare["models"][name]
+    entry = {"config": entry} if isinstance(entry, str) else dict(entry)
+    unknown = set(entry) - {"config", "preset", "training", "window_s"}
+    if "config" not in entry or unknown:
+        raise ConfigError(f"models.{name}: needs 'config' and may add 'preset', 'training', 'window_s'; "
+                          f"unknown {sorted(unknown)}")
+    return entry
+
+
+def merged(base, overrides):
+    """`base` with `overrides` applied, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def run_config(compare, name, seed, quick):
     """One model's training config with the comparison's seed, split, budget and folder."""
-    config = load_config(compare["models"][name])
-    budget, training = compare["budget"], config["training"]
+    from experiments.train import check_preset
+
+    entry = model_entry(compare, name)
+    config = load_config(entry["config"])
+    budget = compare["budget"]
     config["seed"] = seed
     config["data"]["split_seed"] = compare["split_seed"]
     config["output_dir"] = str(Path(compare["output_dir"]) / f"{name}_seed{seed}")
+    config["training"] = merged(config["training"], entry.get("training", {}))
+    training = config["training"]
+    if entry.get("preset"):
+        # An ablation: the model's preset with some numbers changed, written beside the run.
+        import yaml
+
+        from sincnet_keras import load_preset
+
+        preset = merged(load_preset(config["model"]["preset"]), entry["preset"])
+        path = Path(config["output_dir"]) / "preset.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
+            with atomic_path(path) as tmp:
+                tmp.write_text(yaml.safe_dump(preset, sort_keys=False))
+        config["model"]["preset"] = str(path)
+    check_preset(config, entry["config"])
     training.update(epochs=budget["epochs"], pairs_per_epoch=budget["pairs_per_epoch"], patience=budget["patience"],
                     noise_prob=budget["noise_prob"], noise_snr_low=budget["noise_snr_low"],
                     noise_snr_high=budget["noise_snr_high"])
@@ -131,6 +170,7 @@ def heldout_sets(manifests, out_dir, evaluation, quick):
 def evaluate_run(run_dir, sets, benchmark_wav, evaluation, margin):
     """Calibrates on validation speakers and measures on test speakers; returns one result row."""
     import numpy as np
+    import pandas as pd
     import soundfile
 
     from experiments.calibrate import calibrate_clustering
@@ -149,7 +189,9 @@ def evaluate_run(run_dir, sets, benchmark_wav, evaluation, margin):
     val_der = calibrate_clustering(diarizer, val_recordings, [window], grid, PENALTIES)
     diarizer.settings.verification_threshold = score_trials(diarizer, val_trials)["eer_threshold"]
     test_recordings, test_trials = sets["test"]
-    verification = score_trials(diarizer, test_trials)
+    scores = []
+    verification = score_trials(diarizer, test_trials, scores)
+    pd.DataFrame(scores, columns=["distance", "label"]).to_csv(run_dir / "test_scores.csv", index=False)
     summary = {(row["setting"], row["speakers"]): row
                for row in summarize(score_recordings(diarizer, test_recordings, DER_SETTINGS))}
     diarizer.diarize(benchmark_wav)  # warm-up: traced functions, caches
@@ -243,8 +285,8 @@ def compare(compare_config, quick=False, models=None, seeds=None, command=""):
         out = Path(f"{compare_config['output_dir'].rstrip('/')}_quick")
         compare_config = {**compare_config, "output_dir": str(out), "results_dir": str(out / "results"),
                           "budget": {**compare_config["budget"], "epochs": 1},
-                          "quick_root": str(quick_dataset(load_config(compare_config["models"][models[0]])["data"]["root"],
-                                                          out / "data"))}
+                          "quick_root": str(quick_dataset(
+                              load_config(model_entry(compare_config, models[0])["config"])["data"]["root"], out / "data"))}
         evaluation.update(val_conversations=2, test_conversations=2, benchmark_minutes=0.25)
     out_dir, results_dir = Path(compare_config["output_dir"]), Path(compare_config["results_dir"])
     first = run_config(compare_config, models[0], seeds[0], quick)
@@ -273,10 +315,16 @@ def compare(compare_config, quick=False, models=None, seeds=None, command=""):
                 result = json.loads(result_file.read_text())
             else:
                 logger.info("evaluating %s, seed %d", name, seed)
-                result = evaluate_run(run_dir, sets, benchmark_wav, evaluation, config["training"]["margin"])
+                window = {"window_s": model_entry(compare_config, name).get("window_s", evaluation["window_s"])}
+                result = evaluate_run(run_dir, sets, benchmark_wav, {**evaluation, **window},
+                                      config["training"]["margin"])
                 with atomic_path(result_file) as tmp:
                     tmp.write_text(json.dumps(result, indent=2))
             rows.append({"model": name, "seed": seed, **result})
+            scores = results_dir / "scores" / f"{name}_seed{seed}.csv"  # trial distances, for ROC/DET curves
+            scores.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(scores) as tmp:
+                tmp.write_bytes((run_dir / "test_scores.csv").read_bytes())
     runs = pd.DataFrame(rows)
     table, text = comparison_tables(runs, models, command)
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,11 @@ def annotated_recordings(audio_dir, rttm_dir):
     return pairs
 
 
-def score_trials(diarizer, trials_path):
-    """EER, minDCF and accuracy at the model's verification threshold on labelled trials."""
+def score_trials(diarizer, trials_path, scores=None):
+    """EER, minDCF and accuracy at the model's verification threshold on labelled trials.
+
+    `scores` (a list) receives one `(distance, label)` per trial, for ROC/DET curves.
+    """
     import numpy as np
 
     from siamese.metrics import accuracy_at, equal_error_rate, min_dcf
@@ -50,6 +53,8 @@ def score_trials(diarizer, trials_path):
     embeddings = {path: diarizer.embed_utterance(path) for path in paths}
     distances = np.array([np.linalg.norm(embeddings[row[0]] - embeddings[row[1]]) for row in rows])
     labels = np.array([int(row[2]) for row in rows])
+    if scores is not None:
+        scores.extend(zip(distances.tolist(), labels.tolist()))
     eer, eer_threshold = equal_error_rate(distances, labels)
     threshold = diarizer.settings.verification_threshold
     return {

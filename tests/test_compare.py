@@ -34,3 +34,20 @@ def test_unknown_model_is_a_one_line_error(capsys):
     assert compare_main(["--config", "experiments/configs/compare.yaml", "--models", "nope"]) == 1
     err = capsys.readouterr().err
     assert "nope" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ablation_entries_change_only_what_they_name(tmp_path):
+    from experiments.compare import load_compare_config, run_config
+    from sincnet_keras import load_preset
+
+    compare = load_compare_config("experiments/configs/ablations.yaml")
+    compare["output_dir"] = str(tmp_path)
+    reference = run_config(compare, "reference", 1, quick=False)
+    assert reference["seed"] == 1 and reference["data"]["split_seed"] == 0
+    assert reference["training"]["epochs"] == 12 and reference["training"]["noise_prob"] == 0.5
+    eight = run_config(compare, "8-kHz", 1, quick=False)
+    preset, default = load_preset(eight["model"]["preset"]), load_preset("default")
+    assert preset["sample_rate"] == 8000 and preset["sinc"]["kernel_size"] == 125
+    assert preset["conv_filters"] == default["conv_filters"] and preset["sinc"]["filters"] == 64
+    margin = run_config(compare, "margin-1.5", 1, quick=False)
+    assert margin["training"]["margin"] == 1.5 and margin["training"]["learning_rate"] == reference["training"]["learning_rate"]
