@@ -89,3 +89,17 @@ def test_head_trains_on_frozen_pretrained_features(tmp_path, tiny_librispeech, p
     assert windows.embeddings.shape == (len(windows.starts), 8 if pooling == "statistics" else 2)
     diarizer.settings.shared_frames = False  # window by window: the same tower, normalised over less context
     assert diarizer.embed(audio).embeddings.shape == windows.embeddings.shape
+    # The command-line contracts take the trained tower with --model.
+    import soundfile as sf
+
+    from experiments.diarize import main as diarize_main
+    from experiments.verify import main as verify_main
+
+    wav = tmp_path / "noise.wav"
+    sf.write(wav, np.concatenate([audio, audio[::-1]]), 16000)
+    assert diarize_main([str(wav), "--out-dir", str(tmp_path / "rttm"), "--model", str(run / "tower.keras")]) == 0
+    assert (tmp_path / "rttm" / "noise.rttm").is_file()
+    (tmp_path / "trials.txt").write_text(f"{wav} {wav}\n")
+    assert verify_main(["--trials", str(tmp_path / "trials.txt"), "--out", str(tmp_path / "scores.txt"),
+                        "--model", str(run / "tower.keras")]) == 0
+    assert float((tmp_path / "scores.txt").read_text().split()[-1]) < 1e-3  # a file against itself
