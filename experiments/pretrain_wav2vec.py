@@ -28,16 +28,12 @@ logger = logging.getLogger("experiments.pretrain_wav2vec")
 SAMPLE_RATE = 16000  # Hz: the wav2vec 2.0 encoder's rate
 
 
-def crop_batches(manifest, num_steps, batch_size, crop_s, seed, skip_steps=0):
-    """A tf.data stream of unlabelled waveform batches `(batch, crop samples, 1)`.
-
-    The crops of all `num_steps` are drawn from `seed`; the first `skip_steps`
-    batches are left out without decoding them (resuming).
-    """
+def crop_batches(manifest, num_steps, batch_size, crop_s, seed):
+    """A tf.data stream of unlabelled waveform batches `(batch, crop samples, 1)`, drawn from `seed`."""
     from data_prep.pairs import sample_crops
     from data_prep.pipeline import crop_dataset
 
-    crops = sample_crops(manifest, num_steps * batch_size, seed=seed).iloc[skip_steps * batch_size:]
+    crops = sample_crops(manifest, num_steps * batch_size, seed=seed)
     data = crop_dataset(manifest, crops, sample_rate=SAMPLE_RATE, window_s=crop_s, batch_size=batch_size)
     return data.map(lambda audio, speaker: audio)
 
@@ -79,9 +75,12 @@ def pretrain(config, resume=False, verbose=2):
     initial_epoch = len(rows)
     if initial_epoch < settings["epochs"]:
         batch, crop_s, seed = settings["batch_size"], settings["crop_s"], config["seed"]
-        # One seeded stream for all epochs: a resumed run continues where the killed one was.
-        train_data = crop_batches(manifests["train"], steps * settings["epochs"], batch, crop_s, [seed, 7],
-                                  skip_steps=initial_epoch * steps)
+        # Each epoch's crops come from its own seed, as training pairs do: a resumed run continues where the
+        # killed one was, and a shorter run is exactly the start of a longer one.
+        train_data = None
+        for epoch in range(initial_epoch, settings["epochs"]):
+            epoch_data = crop_batches(manifests["train"], steps, batch, crop_s, [seed, 7, epoch])
+            train_data = epoch_data if train_data is None else train_data.concatenate(epoch_data)
         val_data = crop_batches(manifests["val"], settings["val_steps"], batch, crop_s, [seed, 1_000_003])
         # Early stopping and checkpoints as in experiments.train; a constant learning rate.
         callbacks = build_callbacks(run_dir, {**settings, "lr_decay_patience": 0}, fields, rows)
