@@ -295,7 +295,7 @@ class Diarizer:
         if self._frontend_split is None:
             from sincnet_keras.encoder import split_frontend
 
-            split = split_frontend(self.tower)
+            split = split_frontend(self.tower) if self.tower is not None else None
             if split is not None and self.tower.input_shape[1] is not None:
                 frontend, head = split
                 one, two = (frontend(np.zeros((1, n * self.settings.sample_rate, 1), np.float32)).shape[1] for n in (1, 2))
