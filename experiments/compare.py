@@ -283,7 +283,7 @@ def differences(table):
     return lines
 
 
-def compare(compare_config, quick=False, models=None, seeds=None, command="", retime_speed=False):
+def compare(compare_config, quick=False, models=None, seeds=None, command="", retime_speed=False, collect=False):
     """Trains and evaluates every (model, seed); returns the results folder."""
     import pandas as pd
 
@@ -312,6 +312,9 @@ def compare(compare_config, quick=False, models=None, seeds=None, command="", re
         for seed in seeds:
             config = run_config(compare_config, name, seed, quick)
             run_dir = Path(config["output_dir"])
+            if collect and not (run_dir / "comparison.json").is_file():
+                logger.info("%s, seed %d: not evaluated yet, left out", name, seed)
+                continue
             weights = config["model"]["frontend_weights"]
             if weights and not Path(weights).is_file():
                 logger.info("%s needs %s: pretraining first", name, weights)
@@ -345,7 +348,7 @@ def compare(compare_config, quick=False, models=None, seeds=None, command="", re
             scores.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(scores) as tmp:
                 tmp.write_bytes((run_dir / "test_scores.csv").read_bytes())
-    runs = pd.DataFrame(rows)
+    runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["model", "seed", *(key for key, _, _ in METRICS)])
     table, text = comparison_tables(runs, models, command)
     results_dir.mkdir(parents=True, exist_ok=True)
     for file_name, write in (("runs.csv", lambda tmp: runs.to_csv(tmp, index=False, float_format="%.6g")),
@@ -368,6 +371,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few steps per model on 16 speakers: checks the path")
     parser.add_argument("--models", nargs="+", help="only these models (names from the config)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds")
+    parser.add_argument("--collect", action="store_true",
+                        help="only tabulate runs already evaluated (train nothing); the others show as missing")
     parser.add_argument("--retime", action="store_true",
                         help="measure the real-time factor of already evaluated runs again (run it on a quiet machine)")
     args = parser.parse_args(argv)
@@ -376,7 +381,7 @@ def main(argv=None):
     try:
         config = load_compare_config(args.config)
         results_dir, text = compare(config, quick=args.quick, models=args.models, seeds=args.seeds, command=command,
-                                    retime_speed=args.retime)
+                                    retime_speed=args.retime, collect=args.collect)
     except (ConfigError, ValueError, OSError, AudioError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
