@@ -321,6 +321,9 @@ class Diarizer:
     def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, context_s=1.0):
         """`frame_model`'s frames over a whole recording, computed in fixed-size chunks with context."""
         s = self.settings
+        # Short files get a short chunk: padding a 2 s trial segment to 30 s would cost 15 times its
+        # length. Chunk lengths are whole multiples of 5 s, so only a few shapes are ever traced.
+        chunk_s = min(chunk_s, 5.0 * max(1, int(np.ceil(len(audio) / s.sample_rate / 5.0))))
         chunk = int(chunk_s * s.sample_rate) // hop * hop
         context = int(context_s * s.sample_rate) // hop * hop
         frames = None  # shape: (total_frames, channels), float32, filled chunk by chunk
