@@ -283,7 +283,7 @@ def frozen_frontend(tower, config, run_dir):
     return split
 
 
-def frontend_bank(frontend, manifest, preset, audio, seed):
+def frontend_bank(frontend, manifest, audio, seed):
     """The frozen front end's features for one split, one array per utterance (see `data_prep.feature_bank`)."""
     from data_prep.feature_bank import feature_bank
 
@@ -382,7 +382,7 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
         audio = {"sample_rate": rate, "window_s": window_s, "noise_prob": training["noise_prob"],
                  "noise_snr_db": (training["noise_snr_low"], training["noise_snr_high"])}
         if frozen is not None:
-            banks = {name: frontend_bank(frozen[0], manifests[name], preset, audio, [config["seed"], index])
+            banks = {name: frontend_bank(frozen[0], manifests[name], audio, [config["seed"], index])
                      for index, name in enumerate(("train", "val"))}
             train_pairs, val_pairs, steps = make_pairs({name: bank[1] for name, bank in banks.items()}, config)
         else:
