@@ -3,7 +3,10 @@
 Single-speaker corpora such as LibriSpeech have no conversations, so we build
 them: turns cut from held-out speakers' utterances, placed one after another
 with pauses and occasional overlaps, and mixed. The reference (RTTM) is exact
-because we know where every turn was placed.
+because we know where every turn was placed, and, by default, where inside each
+turn the speaker pauses: pauses of 0.3 s or more in the clean source utterance
+(``energy_vad``) are not speech, the convention of corpora annotated from word
+alignments, so a speech detector that finds them is not counted as missing speech.
 """
 
 from __future__ import annotations
@@ -50,12 +53,16 @@ class _SpeakerStream:
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    def next_turn(self, length: int) -> np.ndarray | None:
+    def next_turn(self, length: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Cut the next turn of about ``length`` samples; None when out of audio.
 
         The turn starts at the next speech onset. Its end is ``length`` samples
         later if that falls inside speech, otherwise the end of the last speech
         region before it, so both boundaries lie on speech.
+
+        Returns:
+            ``(audio, speech)``: the turn's samples and its speech regions as
+            ``(start, end)`` sample offsets into it, shape ``(regions, 2)``.
         """
         while True:
             k = int(np.searchsorted(self.ends, self.position + self.min_piece))
@@ -69,7 +76,9 @@ class _SpeakerStream:
         inside = j < len(self.ends) and self.starts[j] < target
         end = target if inside else int(self.ends[j - 1])
         self.position = end
-        return self.audio[start:end].copy()
+        last = j + 1 if inside else j
+        speech = np.clip(np.stack([self.starts[k:last], self.ends[k:last]], axis=1) - start, 0, end - start)
+        return self.audio[start:end].copy(), speech[speech[:, 1] > speech[:, 0]]
 
     def _load_next(self) -> bool:
         """Load the next utterance and its speech regions; False if none left."""
@@ -98,6 +107,7 @@ def simulate_conversation(
     max_duration_s: float = 60.0,
     level_db_range: tuple[float, float] = (-6.0, 6.0),
     noise_snr_db: tuple[float, float] | None = (10.0, 30.0),
+    reference: str = "turns",
 ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Simulate one conversation between distinct speakers of a manifest.
 
@@ -130,10 +140,15 @@ def simulate_conversation(
         level_db_range: Range of the random per-speaker gain in dB.
         noise_snr_db: Range of the speech-to-noise ratio in dB (speech power
             over the samples where someone speaks); None adds no noise.
+        reference: What the returned segments mark: ``"turns"``, whole turns
+            (pauses inside a turn included), or ``"speech"``, each turn's
+            speech regions (pauses of 0.3 s or more inside it left out). The
+            audio is the same either way.
 
     Returns:
-        ``(audio, turns)``: float32 mono mix with peak 0.9, and the
-        ``(start_s, end_s, speaker)`` of every turn, in order of start.
+        ``(audio, segments)``: float32 mono mix with peak 0.9, and the
+        ``(start_s, end_s, speaker)`` of every turn (or speech region), in
+        order of start.
 
     Raises:
         NotEnoughSpeechError: (a ValueError) Too few eligible speakers, or a
@@ -142,6 +157,8 @@ def simulate_conversation(
     """
     if num_speakers < 2:
         raise ValueError(f"num_speakers must be >= 2, got {num_speakers}")
+    if reference not in ("turns", "speech"):
+        raise ValueError(f"reference must be 'turns' or 'speech', got {reference!r}")
     if not 0 < min_turn_s <= max_turn_s:
         raise ValueError(f"need 0 < min_turn_s <= max_turn_s, got {min_turn_s}, {max_turn_s}")
     totals = manifest.groupby(manifest["speaker"].astype(str))["duration_s"].sum()
@@ -168,7 +185,7 @@ def simulate_conversation(
         return int(round(rng.uniform(*range_s) * sample_rate))
 
     max_samples = int(max_duration_s * sample_rate)
-    placed: list[tuple[int, np.ndarray, int]] = []  # (start sample, audio, speaker index)
+    placed: list[tuple[int, np.ndarray, int, np.ndarray]] = []  # (start sample, audio, speaker, speech regions)
     counts = [0] * num_speakers
     timeline_end = 0  # end of the last turn (turns always extend the timeline)
     busy_until = 0  # end of all turns before the previous one: no 3-way overlap
@@ -177,12 +194,13 @@ def simulate_conversation(
         others = [k for k in range(num_speakers) if k != current]
         fewest = min(counts[k] for k in others)
         current = int(rng.choice([k for k in others if counts[k] == fewest]))
-        chunk = streams[current].next_turn(seconds((min_turn_s, max_turn_s)))
-        if chunk is None:
+        turn = streams[current].next_turn(seconds((min_turn_s, max_turn_s)))
+        if turn is None:
             break
+        chunk, speech = turn
         start = timeline_end + seconds(pause_s)
         if placed and rng.random() < overlap_prob:
-            prev_start, prev_audio, _ = placed[-1]
+            prev_start = placed[-1][0]
             room = timeline_end - max(prev_start, busy_until)
             overlap = min(seconds(overlap_s), room, len(chunk) - 1)
             if overlap >= overlap_s[0] * sample_rate:
@@ -191,7 +209,7 @@ def simulate_conversation(
             break
         if placed:
             busy_until = max(busy_until, placed[-1][0] + len(placed[-1][1]))
-        placed.append((start, _fade(chunk, sample_rate) * gains[current], current))
+        placed.append((start, _fade(chunk, sample_rate) * gains[current], current, speech))
         counts[current] += 1
         timeline_end = start + len(chunk)
 
@@ -201,7 +219,7 @@ def simulate_conversation(
     total = min(timeline_end + seconds(pause_s), max_samples)  # trailing silence
     audio = np.zeros(total, dtype=np.float32)
     active = np.zeros(total, dtype=bool)
-    for start, chunk, _ in placed:
+    for start, chunk, _, _ in placed:
         audio[start : start + len(chunk)] += chunk
         active[start : start + len(chunk)] = True
     if noise_snr_db is not None:
@@ -209,11 +227,16 @@ def simulate_conversation(
         noise = coloured_noise(total, exponent=float(rng.choice([0.0, 1.0, 2.0])), rng=rng)
         audio += noise * np.sqrt(speech_power / 10.0 ** (rng.uniform(*noise_snr_db) / 10.0))
     audio *= _PEAK / max(float(np.abs(audio).max()), 1e-9)
-    turns = [
-        (start / sample_rate, (start + len(chunk)) / sample_rate, speakers[k])
-        for start, chunk, k in placed
+    if reference == "turns":
+        spans = [(start, [(0, len(chunk))], k) for start, chunk, k, _ in placed]
+    else:
+        spans = [(start, speech.tolist(), k) for start, _, k, speech in placed]
+    segments = [
+        ((start + begin) / sample_rate, (start + end) / sample_rate, speakers[k])
+        for start, regions, k in spans
+        for begin, end in regions
     ]
-    return audio, turns
+    return audio, sorted(segments, key=lambda segment: segment[0])
 
 
 def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -251,6 +274,7 @@ def write_conversations(
     min_speakers: int = 2,
     max_speakers: int = 4,
     sample_rate: int = 16000,
+    reference: str = "speech",
     **kwargs,
 ) -> pd.DataFrame:
     """Write simulated conversations (WAV + RTTM) and an index CSV.
@@ -268,6 +292,9 @@ def write_conversations(
         min_speakers: Fewest speakers per conversation (>= 2).
         max_speakers: Most speakers per conversation.
         sample_rate: Sample rate of the WAVs in Hz.
+        reference: ``"speech"`` (default: pauses of 0.3 s or more inside a
+            turn are not speech) or ``"turns"`` (whole turns); see
+            :func:`simulate_conversation`.
         **kwargs: Passed on to :func:`simulate_conversation`.
 
     Returns:
@@ -292,7 +319,8 @@ def write_conversations(
             num_speakers = int(rng.integers(min_speakers, max_speakers + 1))
             try:
                 audio, turns = simulate_conversation(
-                    manifest, num_speakers=num_speakers, sample_rate=sample_rate, rng=rng, **kwargs
+                    manifest, num_speakers=num_speakers, sample_rate=sample_rate, rng=rng,
+                    reference=reference, **kwargs
                 )
                 break
             except NotEnoughSpeechError as exc:
@@ -344,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         "--level-db", type=float, default=6.0,
         help="per-speaker gains are drawn in +-LEVEL_DB dB (default 6)",
     )
+    parser.add_argument(
+        "--reference", choices=("speech", "turns"), default="speech",
+        help="what the RTTM marks: speech (default; pauses of 0.3 s or more inside a turn left out) "
+        "or whole turns",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
@@ -358,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             max_duration_s=args.max_duration,
             noise_snr_db=None if args.no_noise else tuple(args.snr),
             level_db_range=(-abs(args.level_db), abs(args.level_db)),
+            reference=args.reference,
         )
     except (ValueError, AudioError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """Calibrate a model's thresholds on annotated development recordings (never the test set).
 
-    python -m experiments.calibrate --model M --audio DIR --rttm DIR [--trials FILE]
+    python -m experiments.calibrate --model M --audio DIR --rttm DIR [--trials FILE] [--vad webrtc energy]
 
-Chooses the agglomerative-clustering threshold (and, with `--windows`, the
+With `--vad`, first chooses the speech detector setting (among those of
+experiments.compare_vad for the named detectors) with the lowest missed + false
+alarm speech. Then chooses the agglomerative-clustering threshold (and, with `--windows`, the
 embedding window) that minimises the total DER
 ("full": collar 0, overlap scored) with the number of speakers estimated, and,
 given labelled trials, the verification threshold at their equal error rate.
@@ -46,6 +48,17 @@ def sweep_threshold(diarizer, embedded, grid):
     return np.asarray(totals)
 
 
+def calibrate_vad(diarizer, recordings, methods):
+    """Sets the detector setting with the lowest missed + false alarm speech; returns that row."""
+    from experiments.compare_vad import SETTINGS, compare
+
+    rows, _ = compare(recordings, methods, diarizer.settings.sample_rate)
+    best = min(rows, key=lambda row: row["sum"])
+    options = dict(SETTINGS[best["method"]])[best["setting"]]
+    diarizer.settings.vad = {"method": best["method"], **{k: v for k, v in options.items() if v is not None}}
+    return best
+
+
 def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None):
     """Sets the (window, switch penalty, threshold) with the lowest development DER; returns that DER.
 
@@ -77,6 +90,8 @@ def main(argv=None):
                         help="thresholds to try (default 0.1 1.8 0.02)")
     parser.add_argument("--windows", type=float, nargs="+", help="embedding window lengths to try, in seconds "
                         "(default: keep the model's)")
+    parser.add_argument("--vad", nargs="+", choices=("energy", "webrtc", "silero"),
+                        help="speech detectors whose settings to try (default: keep the model's)")
     args = parser.parse_args(argv)
     import numpy as np
 
@@ -88,6 +103,10 @@ def main(argv=None):
         diarizer = Diarizer.load(args.model)
         grid = np.arange(*args.grid)
         recordings = annotated_recordings(args.audio, args.rttm)
+        if args.vad:
+            vad = calibrate_vad(diarizer, recordings, args.vad)
+            print(f"speech detection {diarizer.settings.vad} (development missed {vad['missed']:.2%}, "
+                  f"false alarm {vad['false_alarm']:.2%})")
         der = calibrate_clustering(diarizer, recordings, args.windows or [diarizer.settings.window_s], grid)
         if args.trials:
             diarizer.settings.verification_threshold = score_trials(diarizer, args.trials)["eer_threshold"]

@@ -157,7 +157,8 @@ def heldout_sets(manifests, out_dir, evaluation, quick):
                                ("test", evaluation["test_conversations"], TEST_SEED)):
         folder = out_dir / f"{split}_conversations"
         if not folder.is_dir():
-            write_conversations(manifests[split], folder, num_conversations=count, seed=seed, sample_rate=16000)
+            write_conversations(manifests[split], folder, num_conversations=count, seed=seed, sample_rate=16000,
+                                reference=evaluation.get("reference", "speech"))
         trials = out_dir / f"{split}_trials" / "trials.txt"
         if not trials.is_file():
             trials = write_trials(manifests[split], out_dir / f"{split}_trials", sample_rate=16000, seed=TRIALS_SEED,
@@ -179,6 +180,8 @@ def evaluate_run(run_dir, sets, benchmark_wav, evaluation, margin):
     from siamese.metrics import DER_SETTINGS
 
     diarizer = Diarizer.load(run_dir / "tower.keras")
+    if "vad" in evaluation:  # the same speech detection for every model and seed
+        diarizer.settings.vad = dict(evaluation["vad"])
     fixed = diarizer.tower.input_shape[1] is not None
     window = diarizer.settings.window_s if fixed else evaluation["window_s"]
     # Thresholds scale with the embedding: [0, 2] when L2-normalised, else up to twice the contrastive margin.
@@ -218,11 +221,13 @@ def real_time_factor(diarizer, wav):
     return (time.perf_counter() - started) / soundfile.info(str(wav)).duration
 
 
-def retime(run_dir, result, benchmark_wav):
+def retime(run_dir, result, benchmark_wav, vad=None):
     """The real-time factor again, with the calibrated window and threshold (for a quiet machine)."""
     from siamese.diarizer import Diarizer
 
     diarizer = Diarizer.load(run_dir / "tower.keras")
+    if vad:
+        diarizer.settings.vad = dict(vad)
     diarizer.settings.window_s, diarizer.settings.threshold = result["window_s"], result["threshold"]
     return real_time_factor(diarizer, benchmark_wav)
 
@@ -333,7 +338,7 @@ def compare(compare_config, quick=False, models=None, seeds=None, command="", re
                 result = json.loads(result_file.read_text())
                 if retime_speed:
                     logger.info("timing %s, seed %d", name, seed)
-                    result["rtf"] = retime(run_dir, result, benchmark_wav)
+                    result["rtf"] = retime(run_dir, result, benchmark_wav, evaluation.get("vad"))
                     with atomic_path(result_file) as tmp:
                         tmp.write_text(json.dumps(result, indent=2))
             else:

@@ -4,7 +4,8 @@
 
 1. copies the run's `tower.keras` to `models/<name>.keras`;
 2. simulates conversations and cuts trials from the run's *validation* speakers,
-   and calibrates the embedding window and the clustering and verification thresholds on them
+   and calibrates the speech detector setting, the embedding window and the clustering
+   and verification thresholds on them
    (stored in `models/<name>.json`);
 3. simulates conversations and cuts trials from the run's *test* speakers and
    measures EER, DER (full and forgiving, oracle and estimated speaker count)
@@ -27,6 +28,9 @@ from experiments.config import ConfigError, load_config
 VAL_SEED, TEST_SEED, TRIALS_SEED = 1, 2, 3
 WINDOWS_S = (1.0, 1.5)  # embedding windows tried during calibration, in seconds (longer ones cost speed)
 PENALTIES = (0.5, 1.0, 2.0)  # resegmentation switch penalties tried during calibration
+# Speech detectors whose settings calibration tries. Silero is left out: alone it costs a real-time
+# factor of about 0.009 on this CPU, above the whole pipeline's 0.005 budget (results/vad_comparison.md).
+VAD_METHODS = ("energy", "webrtc")
 
 
 def training_facts(run_dir):
@@ -120,7 +124,7 @@ def main(argv=None):
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
     from experiments.benchmark import long_recording
-    from experiments.calibrate import calibrate_clustering
+    from experiments.calibrate import calibrate_clustering, calibrate_vad
     from experiments.evaluate import annotated_recordings, markdown, score_recordings, score_trials, summarize
     from siamese.diarizer import Diarizer, DiarizerSettings, sidecar_path
     from siamese.metrics import DER_SETTINGS
@@ -146,10 +150,13 @@ def main(argv=None):
                         seed=VAL_SEED, sample_rate=rate)
     val_trials = write_trials(manifests["val"], heldout / "val_trials", sample_rate=rate, seed=TRIALS_SEED)
     val_recordings = annotated_recordings(heldout / "val_conversations", heldout / "val_conversations")
+    vad = calibrate_vad(diarizer, val_recordings, VAD_METHODS)
+    print(f"speech detection {diarizer.settings.vad}: missed {vad['missed']:.2%}, false alarm {vad['false_alarm']:.2%}")
     val_der = calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02), PENALTIES)
     val_verification = score_trials(diarizer, val_trials)
     diarizer.settings.verification_threshold = round(val_verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": val_der, "val_eer": val_verification["eer"],
+                   "val_vad_missed": vad["missed"], "val_vad_false_alarm": vad["false_alarm"],
                    "val_conversations": args.val_conversations}
     print(f"validation: DER full (estimated count) {val_der:.2%}, EER {val_verification['eer']:.2%}")
     with atomic_path(sidecar_path(model)) as tmp:

@@ -121,3 +121,23 @@ def test_verify_bad_trials_files_are_one_line_errors(tmp_path, shipped_model, ca
     empty.write_text("")
     assert verify_main(["--trials", str(empty), "--out", str(tmp_path / "scores.txt")]) == 0
     assert (tmp_path / "scores.txt").read_text() == ""
+
+
+def test_calibrate_chooses_speech_detection_and_threshold_beside_a_copy(tmp_path, shipped_model, test_conversations):
+    import json
+    import shutil
+
+    from experiments.calibrate import main as calibrate_main
+    from siamese.diarizer import DEFAULT_MODEL, sidecar_path
+
+    model = tmp_path / "copy.keras"
+    shutil.copyfile(DEFAULT_MODEL, model)
+    shutil.copyfile(sidecar_path(DEFAULT_MODEL), sidecar_path(model))
+    shipped = sidecar_path(DEFAULT_MODEL).read_text()
+    folder = str(test_conversations["wav_path"][0]).rsplit("/", 1)[0]
+    assert calibrate_main(["--model", str(model), "--audio", folder, "--rttm", folder, "--vad", "webrtc",
+                           "--grid", "0.5", "1.2", "0.1"]) == 0
+    settings = json.loads(sidecar_path(model).read_text())
+    assert settings["vad"]["method"] == "webrtc" and settings["vad"]["aggressiveness"] in (0, 1, 2, 3)
+    assert 0.5 <= settings["threshold"] < 1.2
+    assert sidecar_path(DEFAULT_MODEL).read_text() == shipped  # only the copy's sidecar changed

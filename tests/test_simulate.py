@@ -137,3 +137,25 @@ def test_coloured_noise_spectrum_slope(exponent):
     low, high = power[(freqs > 0.01) & (freqs < 0.02)].mean(), power[(freqs > 0.1) & (freqs < 0.2)].mean()
     # A decade apart in frequency: 10 dB per decade per unit of exponent.
     assert 10 * np.log10(low / high) == pytest.approx(10 * exponent, abs=1.5)
+
+
+def test_speech_reference_leaves_out_pauses_inside_turns(librispeech_manifest):
+    """Same audio either way; speech segments lie inside turns and skip the source's pauses."""
+    removed = 0.0
+    for index in range(4):
+        draws = {mode: simulate_conversation(librispeech_manifest, num_speakers=3, rng=np.random.default_rng([9, index]),
+                                             reference=mode) for mode in ("turns", "speech")}
+        (audio, turns), (speech_audio, speech) = draws["turns"], draws["speech"]
+        np.testing.assert_array_equal(audio, speech_audio)
+        for start, end, speaker in speech:
+            assert any(s <= start + 1e-9 and end <= e + 1e-9 and k == speaker for s, e, k in turns)
+        for s, e, k in turns:  # every turn starts and ends on speech
+            mine = [(a, b) for a, b, label in speech if label == k and s - 1e-9 <= a and b <= e + 1e-9]
+            assert mine and mine[0][0] == pytest.approx(s) and mine[-1][1] == pytest.approx(e)
+            gaps = [b2 - a1 for (_, a1), (b2, _) in zip(mine, mine[1:])]
+            assert all(gap >= 0.3 - 0.011 for gap in gaps)  # energy_vad bridges shorter pauses
+        removed += sum(e - s for s, e, _ in turns) - sum(e - s for s, e, _ in speech)
+        assert removed >= -1e-9
+    assert removed > 0.5  # seconds: LibriSpeech readers do pause
+    with pytest.raises(ValueError, match="reference"):
+        simulate_conversation(librispeech_manifest, num_speakers=2, rng=np.random.default_rng(0), reference="words")
