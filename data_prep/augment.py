@@ -1,9 +1,12 @@
-"""Background noise for simulated recordings and for training crops.
+"""Augmentation: background noise, and speed perturbation for more training speakers.
 
 One place for noise synthesis: the conversation simulator adds it under whole
 recordings, and the pair pipeline can add it to training crops so the
-embeddings learn to ignore it.
+embeddings learn to ignore it. Speed perturbation turns each training speaker
+into several identities (`speed_perturbed_speakers`).
 """
+
+from pathlib import Path
 
 import numpy as np
 
@@ -27,3 +30,44 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator, expone
         return audio
     noise = coloured_noise(len(audio), exponent=exponent, rng=rng)
     return (audio + noise * np.sqrt(power / 10.0 ** (snr_db / 10.0))).astype(np.float32)
+
+
+def speed_perturbed_speakers(manifest, factors, out_dir, sample_rate=16000):
+    """Training speakers multiplied by speed perturbation: each factor makes new identities.
+
+    Playing an utterance ``factor`` times faster shifts its pitch and formants, so
+    ``<speaker>-sp<factor>`` is treated as a speaker of its own: with 201 training
+    speakers and factors (0.9, 1.1) the embedding learns to tell 603 apart (the
+    x-vector recipes' answer to too few speakers). Perturbed copies are written once
+    as WAV under ``out_dir/sp<factor>/`` and reused. Use it on training speakers only.
+
+    Returns:
+        The manifest with the perturbed rows appended (originals first).
+    """
+    import pandas as pd
+    import soxr
+    from tqdm import tqdm
+
+    from data_prep.audio import load_audio, write_wav
+
+    rows = [manifest]
+    for factor in factors:
+        if not 0.5 <= factor <= 2.0 or factor == 1.0:
+            raise ValueError(f"speed perturbation factors must lie in [0.5, 2] and differ from 1, got {factor}")
+        folder = Path(out_dir) / f"sp{factor:g}"
+        folder.mkdir(parents=True, exist_ok=True)
+        copies = manifest.copy()
+        paths = []
+        for index, row in enumerate(tqdm(manifest.itertuples(), total=len(manifest), desc=f"speed x{factor:g}",
+                                         unit="file", disable=None)):
+            target = folder / f"{index:06d}_{Path(row.path).stem}.wav"
+            if not target.is_file():
+                audio = load_audio(row.path, sample_rate)
+                write_wav(target, soxr.resample(audio, sample_rate * factor, sample_rate).astype(np.float32), sample_rate)
+            paths.append(str(target))
+        copies["path"] = paths
+        copies["speaker"] = manifest["speaker"].astype(str) + f"-sp{factor:g}"
+        copies["duration_s"] = manifest["duration_s"].astype(float) / factor
+        copies["sample_rate"] = sample_rate
+        rows.append(copies)
+    return pd.concat(rows, ignore_index=True)

@@ -15,6 +15,7 @@ SCHEMA = {
         "val_speakers": int,
         "test_speakers": int,
         "split_seed": int,
+        "speed_perturb": list,
     },
     "model": {"preset": str, "frontend_weights": str},
     "training": {
@@ -41,7 +42,7 @@ SCHEMA = {
 PRETRAIN_SCHEMA = {
     "seed": int,
     "output_dir": str,
-    "data": SCHEMA["data"],
+    "data": {key: kind for key, kind in SCHEMA["data"].items() if key != "speed_perturb"},
     "encoder": {"norm": str},
     "pretraining": {
         "epochs": int,
@@ -58,7 +59,8 @@ PRETRAIN_SCHEMA = {
 }
 
 # Keys a config may leave out, with the value they then take (older configs stay valid).
-OPTIONAL = {"model": {"frontend_weights": ""},
+OPTIONAL = {"data": {"speed_perturb": []},
+            "model": {"frontend_weights": ""},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
                          "objective": "pairs", "crops_per_speaker": 4}}
 
@@ -127,6 +129,12 @@ def _check(section, schema, where):
         strict = name in STRICT
         if not (value > MINIMUM[name] if strict else value >= MINIMUM[name]):  # NaN fails both
             raise ConfigError(f"{name}: must be {'>' if strict else '>='} {MINIMUM[name]}, got {value!r}")
+    if where == "data." and "speed_perturb" in section:
+        factors = section["speed_perturb"]
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and f != 1.0
+                   for f in factors) or len(set(factors)) != len(factors):
+            raise ConfigError(f"data.speed_perturb: expected distinct factors in [0.5, 2] other than 1, got {factors!r}")
+        section["speed_perturb"] = [float(f) for f in factors]
     if where == "training.":
         if section["lr_decay_factor"] >= 1.0:
             raise ConfigError(f"training.lr_decay_factor: must be < 1, got {section['lr_decay_factor']!r}")

@@ -320,6 +320,11 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
         preset = load_preset(config["model"]["preset"])
     except ValueError as error:
         raise ConfigError(f"model.preset: {error}") from None
+    if config["data"]["speed_perturb"]:  # training speakers only: validation stays the real speakers
+        from data_prep.augment import speed_perturbed_speakers
+
+        manifests = {**manifests, "train": speed_perturbed_speakers(
+            manifests["train"], config["data"]["speed_perturb"], run_dir / "speed_perturbed", preset["sample_rate"])}
     keras.utils.set_random_seed(config["seed"])
     batch_all = training["objective"] == "batch_all"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -394,6 +394,9 @@ CONFIGS = {
     "zero batch size": (_config_file(_tiny(**{"training.batch_size": 0})), "training.batch_size: must be >= 1"),
     "unknown data format": (_config_file(_tiny(**{"data.format": "kaldi"})), "data.format must be one of"),
     "unknown encoder preset": (_config_file(_tiny(**{"model.preset": "huge"})), "unknown encoder preset 'huge'"),
+    "speed factor of one": (_config_file(_tiny(**{"data.speed_perturb": [1.0]})), "data.speed_perturb: expected"),
+    "speed factor as text": (_config_file(_tiny(**{"data.speed_perturb": ["fast"]})), "data.speed_perturb: expected"),
+    "speed factors not a list": (_config_file(_tiny(**{"data.speed_perturb": 0.9})), "data.speed_perturb: expected list"),
 }
 
 
