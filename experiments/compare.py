@@ -264,8 +264,15 @@ def comparison_tables(runs, models, command):
 
 
 def differences(table):
-    """Sentences naming which gaps to the best model exceed the seeds' spread (sum of standard deviations)."""
+    """Sentences naming which gaps to the best model exceed the seeds' spread (sum of standard deviations).
+
+    Gaps between error rates are differences of percentages: percentage points ("pts").
+    """
     lines = []
+
+    def points(value, fmt):
+        return fmt.format(value).replace("%", " pts")
+
     for key, title, fmt in METRICS:
         if key not in ("eer", "der_full_estimated", "der_full_oracle") or f"{key}_mean" not in table:
             continue
@@ -278,13 +285,13 @@ def differences(table):
                 continue
             gap = other[f"{key}_mean"] - best[f"{key}_mean"]
             if min(best["seeds"], other["seeds"]) < 2:
-                lines.append(f"- {title}: {best['model']} is lower than {other['model']} by {fmt.format(gap)} "
+                lines.append(f"- {title}: {best['model']} is lower than {other['model']} by {points(gap, fmt)} "
                              "(one seed: the spread is unknown).")
                 continue
             spread = best[f"{key}_std"] + other[f"{key}_std"]
             verdict = "larger than" if gap > spread else "within"
-            lines.append(f"- {title}: {best['model']} is lower than {other['model']} by {fmt.format(gap)}, "
-                         f"{verdict} the spread (sum of the two standard deviations, {fmt.format(spread)}).")
+            lines.append(f"- {title}: {best['model']} is lower than {other['model']} by {points(gap, fmt)}, "
+                         f"{verdict} the spread (sum of the two standard deviations, {points(spread, fmt)}).")
     return lines
 
 

@@ -105,7 +105,8 @@ on same/different-speaker pairs. Released on {date.today().isoformat()} by `pyth
 
 Conversations are simulated (2-4 speakers, pauses, about 10% overlapped turns, speaker levels within +-6 dB,
 white/pink/brown background noise at 10-30 dB SNR) from test speakers' LibriSpeech read speech, one session per
-speaker. Expect higher error on real meetings, far-field or telephone audio.
+speaker; their references leave out pauses of 0.3 s or more inside a turn. Expect higher error on real meetings,
+far-field or telephone audio.
 """
 
 
