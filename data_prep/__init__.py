@@ -1,4 +1,4 @@
-"""Data preparation: audio I/O, manifests, speaker splits, VAD and simulated conversations.
+"""Data preparation: audio I/O, manifests and corpus adapters, speaker splits, VAD and simulated conversations.
 
 This package depends on no other project package and never imports TensorFlow,
 so data can be prepared on machines without the training stack. Run

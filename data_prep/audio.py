@@ -3,14 +3,22 @@
 Every reader goes through :func:`load_audio` so that the rest of the project
 can rely on one contract: float32 mono at the requested rate, or an
 :class:`AudioError` with a one-line message naming the file.
+
+Formats libsndfile reads (wav, flac, ogg, ...) are decoded in process. AAC in
+``.m4a``/``.aac`` files (VoxCeleb 2) is decoded by an installed ``ffmpeg``
+binary through a pipe, never to a file, so a corpus is only ever read; without
+ffmpeg such a file gives an AudioError that names the missing decoder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +44,12 @@ _SILENCE_RMS = 1e-8
 # this many frames per byte of file (far above what any codec packs, even for
 # silence) and grown only if a file really decodes to more.
 _MAX_FRAMES_PER_BYTE = 1024
+
+# Suffixes libsndfile cannot read, decoded through ffmpeg instead (AAC: VoxCeleb 2 ships .m4a).
+FFMPEG_SUFFIXES = (".m4a", ".aac")
+
+# No single ffprobe/ffmpeg call on one file should take this long; a hung decoder becomes an AudioError.
+_FFMPEG_TIMEOUT_S = 600
 
 
 class AudioError(Exception):
@@ -77,15 +91,19 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Read an audio file's header (duration, rate, channels, frames).
 
     Args:
-        path: Audio file readable by soundfile (wav, flac, ogg, ...).
+        path: Audio file readable by soundfile (wav, flac, ogg, ...), or an
+            m4a/aac file when ffmpeg is installed (its header read by ffprobe).
 
     Returns:
         The file's :class:`AudioInfo`.
 
     Raises:
-        AudioError: If the path is missing, a directory, not audio, or empty.
+        AudioError: If the path is missing, a directory, not audio, or empty,
+            or m4a/aac while ffmpeg is not installed.
     """
     file = _check_path(path)
+    if needs_ffmpeg(file):
+        return _probe(file)
     try:
         info = sf.info(str(file))
     except _DECODE_ERRORS as exc:
@@ -116,8 +134,11 @@ def load_audio(
     A truncated file whose decoder stops early yields the frames that could be
     read (with a logged warning); a decoder that raises gives AudioError.
 
+    An m4a/aac file is decoded by ffmpeg instead, which then also seeks,
+    downmixes and resamples (with its own resampler, not soxr).
+
     Args:
-        path: Audio file readable by soundfile.
+        path: Audio file readable by soundfile, or m4a/aac with ffmpeg installed.
         sample_rate: Output sample rate in Hz.
         start_s: Offset of the crop in seconds.
         duration_s: Length of the crop in seconds; None reads to the end.
@@ -136,6 +157,8 @@ def load_audio(
     if duration_s is not None and duration_s <= 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
     file = _check_path(path)
+    if needs_ffmpeg(file):
+        return _checked(file, _decode_with_ffmpeg(file, sample_rate, start_s, duration_s), total_frames=None)
     try:
         with sf.SoundFile(str(file)) as sound:
             native_rate = sound.samplerate
@@ -161,6 +184,11 @@ def load_audio(
         logger.warning("%s: file truncated, read %d of %d frames", file, frames_read, wanted)
     elif promised > total_frames:
         logger.warning("%s: file truncated, the header promises %d frames, %d are present", file, promised, total_frames)
+    return _checked(file, audio, total_frames)
+
+
+def _checked(file: Path, audio: np.ndarray, total_frames: int | None) -> np.ndarray:
+    """``audio`` as contiguous float32, or AudioError if it is empty or holds NaN/Inf."""
     if audio.size == 0:
         if total_frames == 0:
             raise AudioError(f"{file}: contains no audio frames")
@@ -179,7 +207,8 @@ def check_audio(path: str | os.PathLike) -> AudioInfo:
     halfway through an epoch.
 
     Args:
-        path: Audio file readable by soundfile.
+        path: Audio file readable by soundfile, or m4a/aac with ffmpeg installed
+            (decoded at its own rate; the duration returned is the decoded one).
 
     Returns:
         The file's :class:`AudioInfo` (from its header, which then is true).
@@ -190,6 +219,12 @@ def check_audio(path: str | os.PathLike) -> AudioInfo:
     """
     info = audio_info(path)
     file = Path(path)
+    if needs_ffmpeg(file):
+        decoded = _checked(file, _decode_with_ffmpeg(file, info.sample_rate, 0.0, None), total_frames=0).size
+        # AAC decodes to a little more than the container's duration (encoder padding), never much less.
+        if decoded < info.frames - info.sample_rate // 10:
+            raise AudioError(f"{file}: truncated, the header promises {info.frames} frames but only {decoded} decode")
+        return info
     decoded = 0
     try:
         with sf.SoundFile(str(file)) as sound:
@@ -206,6 +241,101 @@ def check_audio(path: str | os.PathLike) -> AudioInfo:
     if decoded < promised:
         raise AudioError(f"{file}: truncated, the header promises {promised} frames but only {decoded} decode")
     return info
+
+
+def needs_ffmpeg(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is decoded through ffmpeg (m4a/aac) rather than libsndfile."""
+    return Path(path).suffix.lower() in FFMPEG_SUFFIXES
+
+
+def find_decoder(name: str) -> str | None:
+    """Path of the ``ffmpeg`` or ``ffprobe`` binary, or None when it is not installed."""
+    return shutil.which(name)
+
+
+def require_decoders(path: str | os.PathLike) -> None:
+    """Raise AudioError, naming the missing binary, if ``path`` needs ffmpeg/ffprobe and one is not installed."""
+    if needs_ffmpeg(path):
+        for name in ("ffmpeg", "ffprobe"):
+            _decoder(Path(path), name)
+
+
+def _decoder(file: Path, name: str) -> str:
+    """The binary ``name`` (ffmpeg or ffprobe), or an AudioError naming it and the file."""
+    binary = find_decoder(name)
+    if binary is None:
+        needed = "ffmpeg" if name == "ffmpeg" else f"{name} (part of ffmpeg)"
+        raise AudioError(f"{file}: {file.suffix.lower().lstrip('.')} needs {needed}, which is not installed")
+    return binary
+
+
+def _decoder_failure(file: Path, messages: bytes) -> AudioError:
+    """AudioError carrying the last line ffmpeg or ffprobe wrote, without the path it repeats."""
+    lines = [line.strip() for line in messages.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    reason = " ".join(lines[-1].replace(str(file), "").split()).strip(": ") if lines else ""
+    return AudioError(f"{file}: not a readable audio file ({reason or 'the decoder failed'})")
+
+
+def _probe(file: Path) -> AudioInfo:
+    """Header facts of an m4a/aac file (its first audio stream), from ffprobe."""
+    command = [_decoder(file, "ffprobe"), "-v", "error", "-select_streams", "a:0", "-show_entries",
+               "stream=sample_rate,channels,duration:format=duration", "-of", "json", str(file)]
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=_FFMPEG_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AudioError(f"{file}: ffprobe failed ({_one_line(exc)})") from None
+    if result.returncode != 0:
+        raise _decoder_failure(file, result.stderr)
+    try:
+        facts = json.loads(result.stdout or b"{}")
+        streams = facts.get("streams") or []
+        if not streams:
+            raise AudioError(f"{file}: not a readable audio file (no audio stream)")
+        sample_rate, channels = int(streams[0]["sample_rate"]), int(streams[0]["channels"])
+        duration = streams[0].get("duration") or facts.get("format", {}).get("duration")
+        frames = int(round(float(duration) * sample_rate))
+    except (ValueError, KeyError, TypeError):
+        raise AudioError(f"{file}: not a readable audio file (ffprobe found no rate, channels or duration)") from None
+    if frames <= 0 or sample_rate <= 0:
+        raise AudioError(f"{file}: contains no audio frames")
+    return AudioInfo(duration_s=frames / sample_rate, sample_rate=sample_rate, channels=channels, frames=frames)
+
+
+def _decode_with_ffmpeg(file: Path, sample_rate: int, start_s: float, duration_s: float | None) -> np.ndarray:
+    """Decode (part of) ``file`` with ffmpeg into float32 mono at ``sample_rate``.
+
+    ffmpeg seeks, downmixes and resamples, and streams raw float32 through a
+    pipe; at most ``duration_s`` is read. Its messages go to an unnamed
+    temporary file, so a decoder that complains about every frame of a damaged
+    file cannot fill a pipe and stall.
+    """
+    command = [_decoder(file, "ffmpeg"), "-nostdin", "-v", "error"]
+    if start_s > 0:
+        command += ["-ss", f"{start_s:.6f}"]  # before -i: a fast seek, then exact decoding to the position
+    command += ["-i", str(file), "-map", "0:a:0"]
+    if duration_s is not None:
+        command += ["-t", f"{duration_s:.6f}"]
+    command += ["-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    wanted_bytes = 4 * int(round(duration_s * sample_rate)) if duration_s is not None else -1
+    with tempfile.TemporaryFile() as messages:
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=messages)
+        except OSError as exc:
+            raise AudioError(f"{file}: cannot run ffmpeg ({_one_line(exc)})") from None
+        try:
+            data = process.stdout.read(wanted_bytes)
+            process.stdout.close()
+            returncode = process.wait(timeout=_FFMPEG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AudioError(f"{file}: ffmpeg did not finish within {_FFMPEG_TIMEOUT_S} s") from None
+        finally:
+            if process.poll() is None:  # stopped reading early, or timed out
+                process.kill()
+                process.wait()
+        if returncode != 0 and len(data) != wanted_bytes:  # a read cut short may see ffmpeg die of the closed pipe
+            messages.seek(0)
+            raise _decoder_failure(file, messages.read())
+    return np.frombuffer(data[: len(data) // 4 * 4], dtype="<f4").astype(np.float32)
 
 
 def _promised_frames(sound: sf.SoundFile) -> int:

@@ -40,6 +40,8 @@ def speed_perturbed_speakers(manifest, factors, out_dir, sample_rate=16000):
     speakers and factors (0.9, 1.1) the embedding learns to tell 603 apart (the
     x-vector recipes' answer to too few speakers). Perturbed copies are written once
     as WAV under ``out_dir/sp<factor>/`` and reused. Use it on training speakers only.
+    A segment row (``start_s``/``end_s``) is perturbed as its segment alone, so its
+    copy is a whole file.
 
     Returns:
         The manifest with the perturbed rows appended (originals first).
@@ -48,9 +50,11 @@ def speed_perturbed_speakers(manifest, factors, out_dir, sample_rate=16000):
     import soxr
     from tqdm import tqdm
 
-    from data_prep.audio import load_audio, write_wav
+    from data_prep.audio import write_wav
+    from data_prep.manifest import SEGMENT_COLUMNS, load_utterance, utterance_spans
 
     rows = [manifest]
+    offsets, lengths = utterance_spans(manifest)
     for factor in factors:
         if not 0.5 <= factor <= 2.0 or factor == 1.0:
             raise ValueError(f"speed perturbation factors must lie in [0.5, 2] and differ from 1, got {factor}")
@@ -62,12 +66,15 @@ def speed_perturbed_speakers(manifest, factors, out_dir, sample_rate=16000):
                                          unit="file", disable=None)):
             target = folder / f"{index:06d}_{Path(row.path).stem}.wav"
             if not target.is_file():
-                audio = load_audio(row.path, sample_rate)
+                audio = load_utterance(row.path, sample_rate, offsets[index], lengths[index])
                 write_wav(target, soxr.resample(audio, sample_rate * factor, sample_rate).astype(np.float32), sample_rate)
             paths.append(str(target))
         copies["path"] = paths
         copies["speaker"] = manifest["speaker"].astype(str) + f"-sp{factor:g}"
         copies["duration_s"] = manifest["duration_s"].astype(float) / factor
         copies["sample_rate"] = sample_rate
+        for column in SEGMENT_COLUMNS:
+            if column in copies.columns:
+                copies[column] = np.nan
         rows.append(copies)
     return pd.concat(rows, ignore_index=True)

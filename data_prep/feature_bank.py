@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.audio import load_audio, normalize_level
+from data_prep.audio import normalize_level
 from data_prep.augment import add_noise
+from data_prep.manifest import load_utterance, utterance_spans
 
 
 def feature_bank(manifest, featurize, *, sample_rate, noise_prob=0.0, noise_snr_db=(5.0, 30.0), seed=0,
                  desc="front-end features"):
-    """Runs `featurize` once over each utterance of a manifest.
+    """Runs `featurize` once over each utterance of a manifest (only its segment, for a segment row).
 
     Args:
         manifest: utterance manifest (`path`, `speaker`, ...).
@@ -36,9 +37,10 @@ def feature_bank(manifest, featurize, *, sample_rate, noise_prob=0.0, noise_snr_
     """
     rng = np.random.default_rng(seed)
     features, items = [], []
+    offsets, lengths = utterance_spans(manifest)
     for row, (path, speaker) in enumerate(tqdm(list(zip(manifest["path"], manifest["speaker"])), desc=desc,
                                                unit="file", disable=None)):
-        audio = load_audio(path, sample_rate)
+        audio = load_utterance(path, sample_rate, offsets[row], lengths[row])
         if noise_prob > 0.0 and rng.random() < noise_prob:
             audio = add_noise(audio, rng.uniform(*noise_snr_db), rng)
         output = np.asarray(featurize(normalize_level(audio)[None, :, None].astype(np.float32)))[0]

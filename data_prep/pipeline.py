@@ -3,13 +3,16 @@
 Steps: pair indices -> batch -> parallel map (decode with soundfile, resample,
 crop, reject near-silent crops, normalise level) -> prefetch.
 Every crop is a pure function of `(pair row, crop_seed)`, so the data is the
-same however many threads decode it.
+same however many threads decode it. A manifest row that is a segment of its
+file (`start_s`/`end_s`, e.g. one speaker's turn in a meeting) is cropped only
+inside the segment.
 """
 
 import numpy as np
 
 from data_prep.audio import load_audio, normalize_level
 from data_prep.augment import add_noise
+from data_prep.manifest import load_utterance, utterance_spans
 
 
 def frame_activity(audio, sample_rate, frame_s=0.02, dynamic_range_db=30.0, floor_db=-55.0):
@@ -24,21 +27,25 @@ def frame_activity(audio, sample_rate, frame_s=0.02, dynamic_range_db=30.0, floo
     return float(np.mean(active))
 
 
-def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, attempts=4, audio=None):
+def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, attempts=4, audio=None,
+                offset_s=0.0, segment=False):
     """A `window_s` crop of an utterance, avoiding crops that are mostly silence.
 
     Up to `attempts` random offsets are tried; the first crop with at least
     `min_activity` active frames is kept, otherwise the most active one.
     Utterances shorter than the window are zero-padded at the end. With `audio`
     (the whole utterance, already at `sample_rate`) crops are sliced from memory
-    instead of read from the file.
+    instead of read from the file. An utterance that is a segment of its file
+    starts `offset_s` into it; with `segment` nothing past its `duration_s` is
+    read (the file goes on with other speech), otherwise the file's end is the limit.
     """
     num_samples = int(round(window_s * sample_rate))
     best, best_activity = None, -1.0
     for _ in range(attempts):
         start_s = rng.uniform(0.0, max(0.0, duration_s - window_s))
         if audio is None:
-            crop = load_audio(path, sample_rate, start_s=start_s, duration_s=window_s)
+            length_s = min(window_s, duration_s - start_s) if segment else window_s
+            crop = load_audio(path, sample_rate, start_s=offset_s + start_s, duration_s=max(length_s, 1e-3))
         else:
             start = int(round(start_s * sample_rate))
             crop = audio[start:start + num_samples]
@@ -62,6 +69,8 @@ def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.
     """
     paths = manifest["path"].astype(str).to_numpy()
     durations = manifest["duration_s"].to_numpy(dtype=float)
+    offsets, lengths = utterance_spans(manifest)  # segments of files: crops stay inside them
+    durations = np.where(np.isnan(lengths), durations, lengths)  # a segment's exact length, not rounded to ms
     use_cache = durations.sum() * sample_rate * 4 <= cache_mb * 2**20
     cache = {}  # manifest row -> whole utterance at sample_rate; filled lazily by the loader threads
 
@@ -70,8 +79,9 @@ def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.
         if use_cache:
             audio = cache.get(row)
             if audio is None:
-                audio = cache[row] = load_audio(paths[row], sample_rate)
-        clean = random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=audio)
+                audio = cache[row] = load_utterance(paths[row], sample_rate, offsets[row], lengths[row])
+        clean = random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=audio,
+                            offset_s=offsets[row], segment=not np.isnan(lengths[row]))
         if noise_prob > 0.0 and rng.random() < noise_prob:
             return normalize_level(add_noise(clean, rng.uniform(*noise_snr_db), rng))
         return clean

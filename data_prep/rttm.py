@@ -51,3 +51,29 @@ def read_rttm(path: str | os.PathLike) -> dict[str, Annotation]:
             annotation = annotations.setdefault(uri, Annotation(uri=uri))
             annotation[Segment(start_s, start_s + dur_s), len(annotation)] = speaker
     return annotations
+
+
+def read_uem(path: str | os.PathLike) -> dict:
+    """Scored regions per file id from a UEM file (``<uri> <channel> <start> <end>`` lines).
+
+    Raises:
+        ValueError: Unreadable file or a malformed line (named with its number).
+    """
+    from pyannote.core import Segment, Timeline
+
+    found: dict[str, list] = {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            for line_no, line in enumerate(file, start=1):
+                fields = line.split()
+                if not fields or fields[0].startswith(";"):
+                    continue
+                try:
+                    found.setdefault(fields[0], []).append(Segment(float(fields[2]), float(fields[3])))
+                except (IndexError, ValueError):
+                    raise ValueError(f"{path}:{line_no}: malformed UEM line") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text UEM file") from None
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror or error}") from None
+    return {uri: Timeline(segments, uri=uri).support() for uri, segments in found.items()}

@@ -24,8 +24,8 @@ from pyannote.core import Annotation, Segment
 from tqdm import tqdm
 
 from data_prep.augment import coloured_noise
-from data_prep.audio import AudioError, atomic_path, load_audio, normalize_level, write_wav
-from data_prep.manifest import read_manifest
+from data_prep.audio import AudioError, atomic_path, normalize_level, write_wav
+from data_prep.manifest import load_utterance, read_manifest, utterance_spans
 from data_prep.rttm import write_rttm
 from data_prep.vad import energy_vad
 
@@ -44,7 +44,7 @@ class NotEnoughSpeechError(ValueError):
 class _SpeakerStream:
     """One speaker's utterances, consumed in order as speech-trimmed turns."""
 
-    paths: list[str]
+    utterances: list[tuple[str, float, float]]  # (path, offset_s, length_s): see data_prep.manifest.utterance_spans
     sample_rate: int
     min_piece: int  # shortest speech remainder (samples) worth starting a turn on
     utterance: int = -1
@@ -83,9 +83,10 @@ class _SpeakerStream:
     def _load_next(self) -> bool:
         """Load the next utterance and its speech regions; False if none left."""
         self.utterance += 1
-        if self.utterance >= len(self.paths):
+        if self.utterance >= len(self.utterances):
             return False
-        self.audio = normalize_level(load_audio(self.paths[self.utterance], self.sample_rate))
+        path, offset_s, length_s = self.utterances[self.utterance]
+        self.audio = normalize_level(load_utterance(path, self.sample_rate, offset_s, length_s))
         regions = np.array(energy_vad(self.audio, self.sample_rate), dtype=float).reshape(-1, 2)
         samples = np.round(regions * self.sample_rate).astype(np.int64)
         self.starts, self.ends = samples[:, 0], samples[:, 1]
@@ -171,11 +172,13 @@ def simulate_conversation(
     speakers = [str(s) for s in rng.choice(eligible, size=num_speakers, replace=False)]
     gains = 10.0 ** (rng.uniform(*level_db_range, size=num_speakers) / 20.0)
     streams = []
+    offsets, lengths = utterance_spans(manifest)
     for speaker in speakers:
-        paths = sorted(manifest.loc[manifest["speaker"].astype(str) == speaker, "path"])
+        rows = np.flatnonzero((manifest["speaker"].astype(str) == speaker).to_numpy())
+        utterances = sorted((str(manifest["path"].iat[row]), offsets[row], lengths[row]) for row in rows)
         streams.append(
             _SpeakerStream(
-                paths=[paths[i] for i in rng.permutation(len(paths))],
+                utterances=[utterances[i] for i in rng.permutation(len(utterances))],
                 sample_rate=sample_rate,
                 min_piece=int(round(0.25 * sample_rate)),
             )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.audio import AudioError, atomic_path, load_audio, write_wav
-from data_prep.manifest import read_manifest
+from data_prep.audio import AudioError, atomic_path, write_wav
+from data_prep.manifest import load_utterance, read_manifest, utterance_spans
 from data_prep.vad import energy_vad
 
 
@@ -43,22 +43,26 @@ def write_trials(manifest, out_dir, *, segment_s=2.0, sample_rate=16000, max_seg
     out_dir = Path(out_dir)
     segments = []  # (path, speaker)
 
-    def segments_of(path):
+    offsets, lengths = utterance_spans(manifest)  # a segment row (a speaker's turn) is cut inside its segment
+    table = manifest.reset_index(drop=True).assign(offset_s=offsets, length_s=lengths)
+
+    def segments_of(row):
         try:
-            return cut_segments(load_audio(path, sample_rate), sample_rate, segment_s)
+            audio = load_utterance(row.path, sample_rate, row.offset_s, row.length_s)
+            return cut_segments(audio, sample_rate, segment_s)
         except AudioError as error:
             if skipped is None:
                 raise
             skipped.append(error)
             return []
 
-    for speaker, rows in manifest.groupby("speaker", sort=True):
-        pieces = [piece for path in rows["path"] for piece in segments_of(path)]
+    for speaker, rows in table.groupby("speaker", sort=True):
+        pieces = [piece for row in rows.itertuples() for piece in segments_of(row)]
         if len(pieces) > max_segments_per_speaker:
             keep = np.sort(rng.choice(len(pieces), max_segments_per_speaker, replace=False))
             pieces = [pieces[index] for index in keep]
         for index, piece in enumerate(pieces):
-            path = out_dir / "segments" / f"{speaker}_{index:02d}.wav"
+            path = out_dir / "segments" / f"{str(speaker).replace('/', '__')}_{index:02d}.wav"  # uri/label names
             write_wav(path, piece, sample_rate)
             segments.append((str(path), str(speaker)))
     lines = [

@@ -36,7 +36,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from data_prep.manifest import scan_folders, scan_librispeech
+    from data_prep.adapters import SCANNERS
     from data_prep.pairs import sample_pairs
     from data_prep.pipeline import pair_dataset
     from siamese.losses import ContrastiveLoss
@@ -45,8 +45,7 @@ def main(argv=None):
 
     preset = load_preset(config["model"]["preset"])
     batch = config["training"]["batch_size"]
-    scan = scan_librispeech if config["data"]["format"] == "librispeech" else scan_folders
-    manifest = scan(config["data"]["root"])
+    manifest = SCANNERS[config["data"]["format"]](config["data"]["root"])
     pairs = sample_pairs(manifest, batch * (args.batches + 1), seed=config["seed"])
     dataset = pair_dataset(manifest, pairs, sample_rate=preset["sample_rate"], window_s=preset["window_s"], batch_size=batch)
     cold_rate = pairs_per_second(iter(dataset), args.batches, batch)  # first pass also decodes into the cache

@@ -34,6 +34,7 @@ SCHEMA = {
         "noise_snr_high": float,
         "objective": str,
         "crops_per_speaker": int,
+        "freeze": str,
     },
 }
 
@@ -62,7 +63,7 @@ PRETRAIN_SCHEMA = {
 OPTIONAL = {"data": {"speed_perturb": []},
             "model": {"frontend_weights": ""},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
-                         "objective": "pairs", "crops_per_speaker": 4}}
+                         "objective": "pairs", "crops_per_speaker": 4, "freeze": "none"}}
 
 
 # Smallest value each number may take: a zero batch size or epoch count is a
@@ -96,7 +97,8 @@ MINIMUM = {
 # Numbers that must be strictly above their minimum (a rate or factor of 0 does nothing).
 STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor", "pretraining.learning_rate"}
 # Strings with a fixed set of values.
-CHOICES = {"data.format": ("folders", "librispeech"), "training.objective": ("pairs", "batch_all"),
+CHOICES = {"training.freeze": ("none", "frontend", "encoder"), "data.format": ("folders", "librispeech", "voxceleb", "manifest", "rttm"),
+           "training.objective": ("pairs", "batch_all"),
            "encoder.norm": ("group", "layer")}
 
 

@@ -65,8 +65,12 @@ def score_trials(diarizer, trials_path, scores=None):
     }
 
 
-def score_recordings(diarizer, recordings, settings, speaker_counts=("oracle", "estimated")):
-    """Per-file DER rows for every (setting, speaker count), and the real-time factor."""
+def score_recordings(diarizer, recordings, settings, speaker_counts=("oracle", "estimated"), uems=None):
+    """Per-file DER rows for every (setting, speaker count), and the real-time factor.
+
+    `uems` ({uri: Timeline}) limits scoring to each file's evaluated regions; a file without one
+    is scored over the span either side covers.
+    """
     from siamese.metrics import diarization_error
 
     rows = []
@@ -82,7 +86,7 @@ def score_recordings(diarizer, recordings, settings, speaker_counts=("oracle", "
             hypothesis = diarizer.to_annotation(windows, labels, uri=uri)
             seconds = embed_s + time.perf_counter() - started
             for name, setting in settings.items():
-                errors = diarization_error(reference, hypothesis, **setting)
+                errors = diarization_error(reference, hypothesis, uem=(uems or {}).get(uri), **setting)
                 rows.append({"uri": uri, "setting": name, "speakers": count, **errors,
                              "ref_speakers": len(reference.labels()), "hyp_speakers": len(hypothesis.labels()),
                              "duration_s": duration_s, "rtf": seconds / duration_s})
@@ -130,6 +134,7 @@ def main(argv=None):
     parser.add_argument("--rttm", help="folder of reference RTTM files for DER")
     parser.add_argument("--collar", type=float, help="one custom DER setting: collar in seconds (pyannote.metrics)")
     parser.add_argument("--skip-overlap", action="store_true", help="one custom DER setting: do not score overlap")
+    parser.add_argument("--uem", help="folder of UEM files: score only each recording's evaluated regions")
     parser.add_argument("--out-dir", required=True, help="folder for per_file.csv, summary.json, summary.md")
     args = parser.parse_args(argv)
     if not args.trials and not (args.audio and args.rttm):
@@ -144,7 +149,16 @@ def main(argv=None):
     try:
         diarizer = Diarizer.load(args.model)
         verification = score_trials(diarizer, args.trials) if args.trials else None
-        rows = score_recordings(diarizer, annotated_recordings(args.audio, args.rttm), settings) if args.audio else []
+        uems = {}
+        if args.uem:
+            from data_prep.rttm import read_uem
+
+            if not Path(args.uem).is_dir():
+                raise ValueError(f"{args.uem}: not a folder of UEM files")
+            for uem in sorted(Path(args.uem).glob("*.uem")):
+                uems.update(read_uem(uem))
+        rows = (score_recordings(diarizer, annotated_recordings(args.audio, args.rttm), settings, uems=uems)
+                if args.audio else [])
     except (OSError, ValueError, AudioError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

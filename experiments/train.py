@@ -5,6 +5,11 @@ batches of P speakers x K crops, which gives far more pairs per decoded crop.
 
     python -m experiments.train --config experiments/configs/sincnet_default.yaml
     python -m experiments.train --config experiments/configs/sincnet_default.yaml --resume
+    python -m experiments.train --config ... --strategy mirrored      # every GPU of this machine
+    TF_CONFIG=... python -m experiments.train --config ... --strategy multiworker   # on every machine
+
+With `--strategy mirrored` or `multiworker`, `training.batch_size` is the batch of one
+replica (see experiments/distribute.py); only the chief writes the run folder.
 
 The run folder (`output_dir` in the config) receives the resolved config, the
 speaker-disjoint manifests, `log.csv`, `checkpoints/last.keras` (every epoch,
@@ -19,14 +24,17 @@ that cannot be used is reported and left out, and the exit code is then 1.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
@@ -56,7 +64,10 @@ def prepare_manifests(config, run_dir, skipped=None):
     if all((manifest_dir / f"{name}.csv").is_file() for name in names):
         return {name: read_manifest(manifest_dir / f"{name}.csv") for name in names}
     data = config["data"]
-    scanners = {"librispeech": scan_librispeech, "folders": scan_folders}
+    from data_prep.adapters import scan_rttm, scan_user_manifest, scan_voxceleb
+
+    scanners = {"librispeech": scan_librispeech, "voxceleb": scan_voxceleb, "folders": scan_folders,
+                "manifest": scan_user_manifest, "rttm": scan_rttm}
     if data["format"] not in scanners:
         raise ConfigError(f"data.format must be one of {sorted(scanners)}, got {data['format']!r}")
     manifest = scanners[data["format"]](data["root"], verify=True)
@@ -98,27 +109,28 @@ def check_pairable(manifests, root):
             raise ConfigError(f"{root}: the {name} split has {count} speaker(s), pairs need at least 2{hint}")
 
 
-def make_pairs(manifests, config):
+def make_pairs(manifests, config, replicas=1):
     """Fresh training pairs for every epoch, one fixed validation set; all seeded.
 
     With `objective: batch_all` the tables are speaker batches instead (P speakers x
     K crops per batch, `batch_size` crops), and every pair inside a batch is trained on.
+    Tables are drawn in global batches of `batch_size x replicas` (see experiments.distribute).
     """
     from data_prep.pairs import sample_pairs, sample_speaker_batches
 
     training, seed = config["training"], config["seed"]
-    steps = training["pairs_per_epoch"] // training["batch_size"]
+    batch = training["batch_size"] * replicas
+    steps = training["pairs_per_epoch"] // batch
     if training["objective"] == "batch_all":
         crops = training["crops_per_speaker"]
 
         def draw(split, num_batches, draw_seed):
-            return sample_speaker_batches(manifests[split], num_batches, training["batch_size"] // crops, crops,
-                                          seed=draw_seed)
+            return sample_speaker_batches(manifests[split], num_batches, batch // crops, crops, seed=draw_seed)
 
         train_pairs = [draw("train", steps, [seed, epoch]) for epoch in range(training["epochs"])]
-        val_batches = max(1, training["val_pairs"] // training["batch_size"])
+        val_batches = max(1, training["val_pairs"] // batch)
         return train_pairs, draw("val", val_batches, [seed, 1_000_003]), steps
-    per_epoch = steps * training["batch_size"]
+    per_epoch = steps * batch
     train_pairs = [sample_pairs(manifests["train"], per_epoch, seed=[seed, epoch]) for epoch in range(training["epochs"])]
     val_pairs = sample_pairs(manifests["val"], training["val_pairs"], seed=[seed, 1_000_003])
     return train_pairs, val_pairs, steps
@@ -283,6 +295,31 @@ def frozen_frontend(tower, config, run_dir):
     return split
 
 
+def freeze_layers(tower, what):
+    """Fine-tuning with part of the tower fixed: `frontend` (the sinc, log-mel or wav2vec layers) or
+    `encoder` (everything but the last layer with weights, the embedding projection); `none` trains all.
+
+    Frozen layers run in inference mode (BatchNorm keeps its statistics). Returns the names frozen.
+    """
+    from sincnet_keras.log_mel import LogMelSpectrogram
+    from sincnet_keras.sinc_conv import SincConv1D
+
+    if what == "none":
+        return []
+    weighted = [layer for layer in tower.layers if layer.weights]
+    if what == "frontend":
+        chosen = [layer for layer in weighted
+                  if isinstance(layer, (SincConv1D, LogMelSpectrogram)) or layer.name == "frontend"]
+        if not chosen:
+            raise ConfigError("training.freeze frontend: this tower has no sinc, log-mel or wav2vec front end")
+    else:
+        chosen = weighted[:-1]
+    for layer in chosen:
+        layer.trainable = False
+    logger.info("frozen layers: %s", ", ".join(layer.name for layer in chosen))
+    return [layer.name for layer in chosen]
+
+
 def frontend_bank(frontend, manifest, audio, seed):
     """The frozen front end's features for one split, one array per utterance (see `data_prep.feature_bank`)."""
     from data_prep.feature_bank import feature_bank
@@ -291,18 +328,26 @@ def frontend_bank(frontend, manifest, audio, seed):
                         noise_prob=audio["noise_prob"], noise_snr_db=audio["noise_snr_db"], seed=seed)
 
 
-def train(config, resume=False, verbose=2, skipped=None, init=None):
+def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="default"):
     """Runs one training described by a validated config; returns the run folder.
 
     `skipped` (a list) receives the dataset files left out as unusable. `init` (a tower
     `.keras` of the same preset) starts training from its weights: fine-tuning.
+    `strategy` (`default`, `mirrored`, `multiworker`): see `experiments.distribute`;
+    `training.batch_size` is then the batch of one replica.
     """
-    run_dir = Path(config["output_dir"])
+    from experiments import distribute
+
+    role = distribute.worker_role(strategy)  # a bad TF_CONFIG fails here, before any work
+    chief_dir = Path(config["output_dir"])
+    run_dir = distribute.worker_run_dir(chief_dir, role)  # only the chief writes the run folder itself
+    if strategy != "default" and (run_dir / "backup").is_dir():
+        resume = True  # a distributed job restarted after a failure continues from its BackupAndRestore state
     checkpoint = run_dir / "checkpoints" / "last.keras"
     if run_dir.exists() and not resume and (run_dir / "log.csv").exists():
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume or choose another output_dir")
-    if run_dir.resolve().is_relative_to(Path(config["data"]["root"]).resolve()):
-        raise ConfigError(f"{run_dir}: output_dir must not be inside the dataset folder {config['data']['root']}")
+        raise ConfigError(f"{chief_dir} already holds a run; pass --resume or choose another output_dir")
+    if chief_dir.resolve().is_relative_to(Path(config["data"]["root"]).resolve()):
+        raise ConfigError(f"{chief_dir}: output_dir must not be inside the dataset folder {config['data']['root']}")
     training = config["training"]
     # The dataset first: a bad one fails before anything is written and before TensorFlow loads.
     manifests = prepare_manifests(config, run_dir, skipped)
@@ -316,6 +361,14 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
     from siamese.model import build_siamese, tower_of
     from sincnet_keras import build_encoder, load_preset
 
+    strategy_name, strategy = strategy, distribute.make_strategy(strategy)  # before TensorFlow runs any op
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if strategy is not None:
+        logger.info("%s strategy: %d replica(s), global batch %d", strategy_name, replicas,
+                    training["batch_size"] * replicas)
+        if training["pairs_per_epoch"] < training["batch_size"] * replicas:
+            raise ConfigError(f"training.pairs_per_epoch ({training['pairs_per_epoch']}) must be at least the global "
+                              f"batch, training.batch_size x {replicas} replicas")
     try:
         preset = load_preset(config["model"]["preset"])
     except ValueError as error:
@@ -330,51 +383,55 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
     fields, rows = read_log(run_dir / "log.csv") if resume else ([], [])
-    steps = training["pairs_per_epoch"] // training["batch_size"]
-    siamese = None
-    if resume and rows and checkpoint.is_file():
-        siamese = load_checkpoint(checkpoint)
-        # The checkpoint is the truth: a kill between writing an epoch's log row and its
-        # checkpoint leaves one row too many, and that epoch is run again.
-        done = int(siamese.optimizer.iterations.numpy()) // steps
-        if len(rows) > done:
-            logger.info("dropping %d log row(s) newer than %s", len(rows) - done, checkpoint)
-            rows = rows[:done]
-            write_log(run_dir / "log.csv", fields, rows)
-    tower = build_encoder(preset)
-    if init is not None:
-        start = load_checkpoint(init)
-        try:
-            tower.set_weights(start.get_weights())
-        except ValueError as error:
-            raise ConfigError(f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
-        logger.info("starting from the weights of %s", init)
-    frozen = frozen_frontend(tower, config, run_dir)  # (frontend, head) when features can be computed once
-    if siamese is None or not rows:
-        fields, rows = [], []
-        (run_dir / "log.csv").unlink(missing_ok=True)
-        if frozen is not None:
-            # The front end never changes: train a Siamese model over the head, on precomputed features.
-            siamese = build_siamese(frozen[1])
-            siamese.compile(
-                optimizer=keras.optimizers.Adam(training["learning_rate"]),
-                loss=ContrastiveLoss(margin=training["margin"]),
-                metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
-            )
-        elif batch_all:
-            # Every pair in a batch of speaker groups: the tower is trained directly on its embeddings.
-            siamese = tower
-            siamese.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]),
-                            loss=BatchContrastiveLoss(margin=training["margin"]))
+    steps = training["pairs_per_epoch"] // (training["batch_size"] * replicas)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:  # every variable made or loaded here is mirrored over the replicas
+        siamese = None
+        if resume and rows and checkpoint.is_file():
+            siamese = load_checkpoint(checkpoint)
+            # The checkpoint is the truth: a kill between writing an epoch's log row and its
+            # checkpoint leaves one row too many, and that epoch is run again.
+            done = int(siamese.optimizer.iterations.numpy()) // steps
+            if len(rows) > done:
+                logger.info("dropping %d log row(s) newer than %s", len(rows) - done, checkpoint)
+                rows = rows[:done]
+                write_log(run_dir / "log.csv", fields, rows)
+        tower = build_encoder(preset)
+        if init is not None:
+            start = load_checkpoint(init)
+            try:
+                tower.set_weights(start.get_weights())
+            except ValueError as error:
+                raise ConfigError(
+                    f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
+            logger.info("starting from the weights of %s", init)
+        frozen = frozen_frontend(tower, config, run_dir)  # (frontend, head) when features can be computed once
+        freeze_layers(tower, training["freeze"])
+        if siamese is None or not rows:
+            fields, rows = [], []
+            (run_dir / "log.csv").unlink(missing_ok=True)
+            if frozen is not None:
+                # The front end never changes: train a Siamese model over the head, on precomputed features.
+                siamese = build_siamese(frozen[1])
+                siamese.compile(
+                    optimizer=keras.optimizers.Adam(training["learning_rate"]),
+                    loss=ContrastiveLoss(margin=training["margin"]),
+                    metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
+                )
+            elif batch_all:
+                # Every pair in a batch of speaker groups: the tower is trained directly on its embeddings.
+                siamese = tower
+                siamese.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]),
+                                loss=BatchContrastiveLoss(margin=training["margin"]))
+            else:
+                siamese = build_siamese(tower)
+                siamese.compile(
+                    optimizer=keras.optimizers.Adam(training["learning_rate"]),
+                    loss=ContrastiveLoss(margin=training["margin"]),
+                    metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
+                )
         else:
-            siamese = build_siamese(tower)
-            siamese.compile(
-                optimizer=keras.optimizers.Adam(training["learning_rate"]),
-                loss=ContrastiveLoss(margin=training["margin"]),
-                metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
-            )
-    else:
-        logger.info("resuming from %s after %d epochs", checkpoint, len(rows))
+            logger.info("resuming from %s after %d epochs", checkpoint, len(rows))
     initial_epoch = len(rows)
     _, wait = early_stopping_state([float(row["val_loss"]) for row in rows])
     if initial_epoch >= training["epochs"] or (rows and wait >= training["patience"]):
@@ -389,10 +446,25 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
         if frozen is not None:
             banks = {name: frontend_bank(frozen[0], manifests[name], audio, [config["seed"], index])
                      for index, name in enumerate(("train", "val"))}
-            train_pairs, val_pairs, steps = make_pairs({name: bank[1] for name, bank in banks.items()}, config)
+            train_pairs, val_pairs, steps = make_pairs({name: bank[1] for name, bank in banks.items()}, config,
+                                                       replicas)
         else:
-            train_pairs, val_pairs, steps = make_pairs(manifests, config)
+            train_pairs, val_pairs, steps = make_pairs(manifests, config, replicas)
         remaining = pd.concat(train_pairs[initial_epoch:], ignore_index=True)
+        # Validation batches hold whole speaker groups in batch_all (fewer speakers when val has fewer than P).
+        val_rows = len(val_pairs) // max(1, training["val_pairs"] // (batch * replicas))
+        val_batch = val_rows // replicas  # per replica
+        if strategy is not None:
+            # Each worker reads only its own replicas' chunks of every global batch (experiments.distribute).
+            if batch_all and val_rows % (replicas * training["crops_per_speaker"]):
+                raise ConfigError(f"batch_all validation batches of {val_rows} crops cannot be split into whole "
+                                  f"speaker groups over {replicas} replicas; change data.val_speakers")
+            if not batch_all:
+                val_pairs = distribute.whole_batches(val_pairs, batch * replicas)
+                if val_pairs.empty:
+                    raise ConfigError(f"training.val_pairs must be at least the global batch ({batch * replicas})")
+            remaining = distribute.shard_table(remaining, batch, role)
+            val_pairs = distribute.shard_table(val_pairs, val_batch if batch_all else batch, role)
         if frozen is not None:
             from data_prep.feature_bank import bank_pair_dataset
             from sincnet_keras.wav2vec2 import num_frames
@@ -402,21 +474,29 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
                                            drop_remainder=True)
             val_data = bank_pair_dataset(banks["val"][0], val_pairs, window_frames=frames, batch_size=batch)
         elif batch_all:
-            # Validation batches hold whole speaker groups too (fewer speakers when val has fewer than P).
-            val_batch = len(val_pairs) // max(1, training["val_pairs"] // batch)
             train_data = crop_dataset(manifests["train"], remaining, batch_size=batch, **audio)
             val_data = crop_dataset(manifests["val"], val_pairs, batch_size=val_batch, **audio)
         else:
             train_data = pair_dataset(manifests["train"], remaining, batch_size=batch, drop_remainder=True, **audio)
             # Validation pairs get the same augmentation, so early stopping judges the task being trained.
             val_data = pair_dataset(manifests["val"], val_pairs, batch_size=batch, **audio)
+        callbacks = build_callbacks(run_dir, training, fields, rows)
+        if strategy is not None:
+            train_data, val_data = (distribute.distribute(strategy, data, role) for data in (train_data, val_data))
+            # Backed up after last.keras every epoch (deleted when fit ends); a stale one is dropped first.
+            distribute.drop_stale_backup(run_dir / "backup", initial_epoch)
+            callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup")))
         started = time.time()
         try:
-            history = siamese.fit(
-                train_data, validation_data=val_data, epochs=training["epochs"], initial_epoch=initial_epoch,
-                steps_per_epoch=steps, callbacks=build_callbacks(run_dir, training, fields, rows),
-                verbose=verbose,
-            )
+            with warnings.catch_warnings() if strategy is not None else contextlib.nullcontext():
+                if strategy is not None:
+                    # A distributed dataset counts per-replica batches, so Keras expects one validation step
+                    # per replica and warns when the (whole) global batches end; the training steps are exact.
+                    warnings.filterwarnings("ignore", message="Your input ran out of data")
+                history = siamese.fit(
+                    train_data, validation_data=val_data, epochs=training["epochs"], initial_epoch=initial_epoch,
+                    steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+                )
         except tf.errors.OpError as error:
             audio_error = pipeline_error(error)
             if audio_error is None:
@@ -446,7 +526,9 @@ def train(config, resume=False, verbose=2, skipped=None, init=None):
     else:
         tower = tower_of(best)
     save_model(tower, run_dir / "tower.keras")
-    return run_dir
+    if not role.chief:  # a worker's copy of the run is not kept: the chief's run folder is the result
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return chief_dir
 
 
 def main(argv=None):
@@ -457,6 +539,11 @@ def main(argv=None):
     parser.add_argument("--output-dir", help="override output_dir")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
     parser.add_argument("--init", help="start from this trained tower (.keras, same preset): fine-tuning")
+    parser.add_argument("--freeze", choices=("none", "frontend", "encoder"),
+                        help="override training.freeze: keep the front end, or everything but the last layer, fixed")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                        help="default: one device; mirrored: every GPU (or logical CPU) of this machine; multiworker: "
+                             "the machines in TF_CONFIG. training.batch_size is per replica (see experiments/distribute.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.epochs is not None and args.epochs < 1:
@@ -469,7 +556,10 @@ def main(argv=None):
             config["training"]["epochs"] = args.epochs
         if args.output_dir:
             config["output_dir"] = args.output_dir
-        run_dir = train(config, resume=args.resume, verbose=0 if args.quiet else 2, skipped=skipped, init=args.init)
+        if args.freeze:
+            config["training"]["freeze"] = args.freeze
+        run_dir = train(config, resume=args.resume, verbose=0 if args.quiet else 2, skipped=skipped, init=args.init,
+                        strategy=args.strategy)
     except (ConfigError, ValueError, OSError, AudioError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

@@ -541,7 +541,7 @@ class Diarizer:
                     annotation[Segment(edges[run], edges[run + 1]), "_"] = f"spk{label}"
         return annotation.support(collar=0.0)
 
-    def diarize(self, audio_or_path, num_speakers=None, uri=None):
+    def diarize(self, audio_or_path, num_speakers=None, uri=None, rttm=None):
         """Returns a `pyannote.core.Annotation` of who spoke when.
 
         Args:
@@ -549,12 +549,21 @@ class Diarizer:
                 float array already at `settings.sample_rate`.
             num_speakers: the number of speakers if known; else the calibrated threshold decides.
             uri: file id for the annotation (default: the file stem).
+            rttm: also write the result to this RTTM file (atomically; empty when no speech).
         """
         if uri is None:
             uri = Path(audio_or_path).stem if isinstance(audio_or_path, (str, Path)) else "audio"
         windows = self.embed(audio_or_path)
         if len(windows.starts) == 0:
             logger.warning("%s: no speech found; the diarization is empty", uri)
-            return Annotation(uri=uri)
+            return self._written(Annotation(uri=uri), rttm)
         labels = self.cluster(windows.embeddings, num_speakers=num_speakers)
-        return self.to_annotation(windows, labels, uri=uri)
+        return self._written(self.to_annotation(windows, labels, uri=uri), rttm)
+
+    @staticmethod
+    def _written(annotation, rttm):
+        if rttm is not None:
+            from data_prep.rttm import write_rttm
+
+            write_rttm(annotation, rttm)
+        return annotation

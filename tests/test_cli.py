@@ -141,3 +141,21 @@ def test_calibrate_chooses_speech_detection_and_threshold_beside_a_copy(tmp_path
     assert settings["vad"]["method"] == "webrtc" and settings["vad"]["aggressiveness"] in (0, 1, 2, 3)
     assert 0.5 <= settings["threshold"] < 1.2
     assert sidecar_path(DEFAULT_MODEL).read_text() == shipped  # only the copy's sidecar changed
+
+
+def test_evaluate_scores_only_the_uem_regions(tmp_path, shipped_model, test_conversations):
+    import pandas as pd
+
+    folder = str(test_conversations["wav_path"][0]).rsplit("/", 1)[0]
+    uri = test_conversations["uri"][0]
+    (tmp_path / "uem").mkdir()
+    (tmp_path / "uem" / f"{uri}.uem").write_text(f"{uri} 1 0.000 10.000\n")
+    assert evaluate_main(["--audio", folder, "--rttm", folder, "--uem", str(tmp_path / "uem"),
+                          "--out-dir", str(tmp_path / "out")]) == 0
+    rows = pd.read_csv(tmp_path / "out" / "per_file.csv")
+    limited, others = rows[rows["uri"] == uri], rows[rows["uri"] != uri]
+    assert (limited["scored_s"] <= 10.0 + 1e-6).all() and (others["scored_s"] > 10.0).all()
+    (tmp_path / "uem" / "bad.uem").write_text("conv 1 start end\n")
+    assert evaluate_main(["--audio", folder, "--rttm", folder, "--uem", str(tmp_path / "uem"),
+                          "--out-dir", str(tmp_path / "out2")]) == 1
+    assert not (tmp_path / "out2").exists()

@@ -15,9 +15,14 @@ def test_sidecar_settings_are_calibrated(shipped_model):
     assert 0.0 < settings["threshold"] < 2.0  # embeddings are unit-norm, so distances lie in [0, 2]
 
 
-def test_readme_python_example(shipped_model, test_conversations):
-    annotation = Diarizer.load().diarize(test_conversations["wav_path"][0])
+def test_readme_python_example(shipped_model, test_conversations, tmp_path):
+    """The README's three lines, on a held-out conversation."""
+    diarizer = Diarizer.load()
+    annotation = diarizer.diarize(test_conversations["wav_path"][0], rttm=tmp_path / "meeting.rttm")
+    windows = diarizer.embed(test_conversations["wav_path"][0])
     assert annotation.to_rttm().startswith("SPEAKER")
+    assert (tmp_path / "meeting.rttm").read_text() == annotation.to_rttm()
+    assert windows.embeddings.shape == (len(windows.starts), 128)
 
 
 def test_held_out_conversations_are_diarized_well(shipped_model, test_conversations):

@@ -117,3 +117,37 @@ def test_batch_all_config_needs_whole_speaker_groups(tmp_path, librispeech_root,
     path.write_text(yaml.safe_dump(config))
     assert train_main(["--config", str(path)]) == 1
     assert "crops_per_speaker" in capsys.readouterr().err
+
+
+def test_freeze_keeps_the_chosen_layers_of_the_starting_tower(tmp_path, librispeech_root, capsys):
+    """`--freeze frontend` fixes the sinc filters; `encoder` (config key) everything but the last layer."""
+    (tmp_path / "a").mkdir()
+    first = tiny_config(tmp_path / "a", librispeech_root, epochs=1)
+    assert train_main(["--config", str(first), "--quiet"]) == 0
+    start = keras.saving.load_model(tmp_path / "a" / "run" / "tower.keras", safe_mode=True)
+    config = yaml.safe_load(open(first))
+    config["training"]["learning_rate"] = 0.05  # large steps: every trained weight moves visibly
+    for freeze, via_config in (("frontend", False), ("encoder", True)):
+        config["output_dir"] = str(tmp_path / freeze / "run")
+        if via_config:
+            config["training"]["freeze"] = freeze
+        path = tmp_path / f"{freeze}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        extra = [] if via_config else ["--freeze", freeze]
+        assert train_main(["--config", str(path), "--quiet", "--init",
+                           str(tmp_path / "a" / "run" / "tower.keras"), *extra]) == 0
+        tuned = keras.saving.load_model(tmp_path / freeze / "run" / "tower.keras", safe_mode=True)
+        weighted = [(a, b) for a, b in zip(start.layers, tuned.layers) if a.weights]
+        frozen = weighted[:1] if freeze == "frontend" else weighted[:-1]
+        assert type(frozen[0][0]).__name__ == "SincConv1D"
+        for before, after in frozen:
+            for x, y in zip(before.get_weights(), after.get_weights()):
+                np.testing.assert_array_equal(x, y)
+        last_before, last_after = weighted[-1]
+        assert not np.allclose(last_before.get_weights()[0], last_after.get_weights()[0])
+    config["training"]["freeze"] = "everything"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert train_main(["--config", str(path), "--quiet"]) == 1
+    assert "training.freeze must be one of" in capsys.readouterr().err
