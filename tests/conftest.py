@@ -88,3 +88,19 @@ def test_conversations(tmp_path_factory, test_split):
 
     out = tmp_path_factory.mktemp("conversations")
     return write_conversations(test_split["test"], out, num_conversations=3, seed=11)
+
+
+@pytest.fixture(scope="session")
+def tree_digest():
+    """A hash of every path and byte under a folder: proves a command left its source untouched."""
+    import hashlib
+
+    def digest(root):
+        total = hashlib.sha256()
+        for path in sorted(Path(root).rglob("*")):
+            total.update(str(path.relative_to(root)).encode())
+            if path.is_file():
+                total.update(path.read_bytes())
+        return total.hexdigest()
+
+    return digest

@@ -45,15 +45,6 @@ def _write(path, audio, rate=RATE):
     return path
 
 
-def _tree_digest(root) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 # VoxCeleb --------------------------------------------------------------------------------------------------------
 
 
@@ -78,7 +69,7 @@ def test_voxceleb_layout(tmp_path, speech):
 
 
 @pytest.mark.skipif(not HAS_FFMPEG, reason="ffmpeg/ffprobe not installed")
-def test_voxceleb_m4a_is_decoded_by_ffmpeg_without_writing(tmp_path, speech):
+def test_voxceleb_m4a_is_decoded_by_ffmpeg_without_writing(tmp_path, speech, tree_digest):
     corpus = tmp_path / "vox2" / "dev" / "aac"
     source = speech(0, 3.0)
     wav = _write(tmp_path / "source.wav", source)
@@ -86,7 +77,7 @@ def test_voxceleb_m4a_is_decoded_by_ffmpeg_without_writing(tmp_path, speech):
         target = corpus / speaker / "21Uxsk56VDQ" / "00001.m4a"
         target.parent.mkdir(parents=True)
         subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(wav), "-c:a", "aac", str(target)], check=True)
-    before = _tree_digest(tmp_path / "vox2")
+    before = tree_digest(tmp_path / "vox2")
     df = scan_voxceleb(tmp_path / "vox2", verify=True)
     assert df["speaker"].tolist() == ["id00012", "id00015"] and (df["sample_rate"] == RATE).all()
     assert df["duration_s"].tolist() == pytest.approx([3.0, 3.0], abs=0.03)
@@ -96,7 +87,7 @@ def test_voxceleb_m4a_is_decoded_by_ffmpeg_without_writing(tmp_path, speech):
     assert len(crop) == 4000
     reference = load_audio(wav, 8000, start_s=1.0, duration_s=0.5)
     assert np.corrcoef(crop, reference)[0, 1] > 0.95
-    assert _tree_digest(tmp_path / "vox2") == before  # decoded through a pipe, nothing written beside the corpus
+    assert tree_digest(tmp_path / "vox2") == before  # decoded through a pipe, nothing written beside the corpus
 
 
 def test_m4a_without_ffmpeg_is_one_clear_error(tmp_path, monkeypatch, capsys):
@@ -288,9 +279,9 @@ def test_rttm_reports_recordings_without_audio_and_bad_files(rttm_corpus):
 # Command line, split and training config --------------------------------------------------------------------------
 
 
-def test_cli_rttm_summary_split_and_source_untouched(rttm_corpus, tmp_path, capsys):
+def test_cli_rttm_summary_split_and_source_untouched(rttm_corpus, tmp_path, capsys, tree_digest):
     root, _ = rttm_corpus
-    before = _tree_digest(root)
+    before = tree_digest(root)
     out = tmp_path / "manifests"
     code = main(["--format", "rttm", "--root", str(root), "--out", str(out), "--val-speakers", "1",
                  "--test-speakers", "1"])
@@ -304,7 +295,7 @@ def test_cli_rttm_summary_split_and_source_untouched(rttm_corpus, tmp_path, caps
     assert len(parts["all"]) == 6 and {"start_s", "end_s", "recording"} <= set(parts["all"].columns)
     speakers = [set(parts[name]["speaker"]) for name in ("train", "val", "test")]
     assert [len(s) for s in speakers] == [2, 1, 1] and not (speakers[0] & speakers[1] or speakers[0] & speakers[2])
-    assert _tree_digest(root) == before
+    assert tree_digest(root) == before
 
 
 def test_cli_manifest_format_and_its_errors(tmp_path, speech, capsys):

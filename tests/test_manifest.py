@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -97,15 +96,6 @@ def test_split_needs_a_training_speaker(librispeech_manifest):
         split_speakers(librispeech_manifest, val_speakers=-1, test_speakers=0, seed=0)
 
 
-def _tree_digest(root) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _run_cli(repo_root, *args):
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
     return subprocess.run(
@@ -119,8 +109,8 @@ def test_cli_help(repo_root):
     assert result.returncode == 0 and "--val-speakers" in result.stdout
 
 
-def test_cli_writes_manifests_and_leaves_source_alone(repo_root, tiny_librispeech, tmp_path):
-    before = _tree_digest(tiny_librispeech)
+def test_cli_writes_manifests_and_leaves_source_alone(repo_root, tiny_librispeech, tmp_path, tree_digest):
+    before = tree_digest(tiny_librispeech)
     out = tmp_path / "manifests"
     result = _run_cli(
         repo_root, "--format", "librispeech", "--root", tiny_librispeech, "--out", out,
@@ -129,7 +119,7 @@ def test_cli_writes_manifests_and_leaves_source_alone(repo_root, tiny_librispeec
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["all.csv", "test.csv", "train.csv", "val.csv"]
     assert read_manifest(out / "test.csv")["speaker"].nunique() == 2
-    assert "train" in result.stdout and _tree_digest(tiny_librispeech) == before
+    assert "train" in result.stdout and tree_digest(tiny_librispeech) == before
 
 
 def test_cli_missing_root_is_one_line_error(repo_root, tmp_path):
