@@ -54,8 +54,8 @@ def calibrate_vad(diarizer, recordings, methods):
 
     rows, _ = compare(recordings, methods, diarizer.settings.sample_rate)
     best = min(rows, key=lambda row: row["sum"])
-    options = dict(SETTINGS[best["method"]])[best["setting"]]
-    diarizer.settings.vad = {"method": best["method"], **{k: v for k, v in options.items() if v is not None}}
+    options = {"method": best["method"], **dict(SETTINGS[best["method"]])[best["setting"]]}
+    diarizer.settings.vad = {key: value for key, value in options.items() if value is not None}
     return best
 
 
@@ -90,7 +90,7 @@ def main(argv=None):
                         help="thresholds to try (default 0.1 1.8 0.02)")
     parser.add_argument("--windows", type=float, nargs="+", help="embedding window lengths to try, in seconds "
                         "(default: keep the model's)")
-    parser.add_argument("--vad", nargs="+", choices=("energy", "webrtc", "silero"),
+    parser.add_argument("--vad", nargs="+", choices=("energy", "webrtc", "webrtc-trimmed", "silero"),
                         help="speech detectors whose settings to try (default: keep the model's)")
     args = parser.parse_args(argv)
     import numpy as np

@@ -361,6 +361,9 @@ def compare(compare_config, quick=False, models=None, seeds=None, command="", re
             with atomic_path(scores) as tmp:
                 tmp.write_bytes((run_dir / "test_scores.csv").read_bytes())
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["model", "seed", *(key for key, _, _ in METRICS)])
+    if not quick:  # the table covers every configured model, however few were run now
+        models = list(compare_config["models"])
+        runs = with_earlier_rows(runs, results_dir / "runs.csv", models=models)
     table, text = comparison_tables(runs, models, command)
     results_dir.mkdir(parents=True, exist_ok=True)
     for file_name, write in (("runs.csv", lambda tmp: runs.to_csv(tmp, index=False, float_format="%.6g")),
@@ -369,6 +372,25 @@ def compare(compare_config, quick=False, models=None, seeds=None, command="", re
         with atomic_path(results_dir / file_name) as tmp:
             write(tmp)
     return results_dir, text
+
+
+def with_earlier_rows(runs, runs_csv, models):
+    """`runs` plus the rows of an earlier `runs.csv` for (model, seed) pairs not measured now.
+
+    Runs are measured a few at a time (and their folders under runs/ may be gone on a new
+    machine); the committed table keeps every row measured so far, for models still configured."""
+    import pandas as pd
+
+    if not Path(runs_csv).is_file():
+        return runs
+    earlier = pd.read_csv(runs_csv)
+    measured = set(zip(runs["model"], runs["seed"].astype(int)))
+    keep = [(model in models and (model, int(seed)) not in measured)
+            for model, seed in zip(earlier["model"], earlier["seed"])]
+    merged_runs = pd.concat([runs, earlier[keep]], ignore_index=True) if any(keep) else runs
+    order = {name: index for index, name in enumerate(models)}
+    return merged_runs.sort_values(["model", "seed"], key=lambda column: column.map(order)
+                                   if column.name == "model" else column).reset_index(drop=True)
 
 
 def pretrain_schema():

@@ -141,6 +141,14 @@ def test_calibrate_chooses_speech_detection_and_threshold_beside_a_copy(tmp_path
     assert settings["vad"]["method"] == "webrtc" and settings["vad"]["aggressiveness"] in (0, 1, 2, 3)
     assert 0.5 <= settings["threshold"] < 1.2
     assert sidecar_path(DEFAULT_MODEL).read_text() == shipped  # only the copy's sidecar changed
+    # The trimmed WebRTC settings are stored as the detector they run (a sidecar names real detectors).
+    assert calibrate_main(["--model", str(model), "--audio", folder, "--rttm", folder, "--vad", "webrtc-trimmed",
+                           "--grid", "0.5", "1.2", "0.1"]) == 0
+    settings = json.loads(sidecar_path(model).read_text())
+    assert settings["vad"]["method"] == "webrtc" and settings["vad"]["noise_margin_db"] in (3.0, 6.0)
+    from siamese.diarizer import Diarizer
+
+    assert Diarizer.load(model).diarize(test_conversations["wav_path"][0]).labels()
 
 
 def test_evaluate_scores_only_the_uem_regions(tmp_path, shipped_model, test_conversations):

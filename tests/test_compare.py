@@ -51,3 +51,15 @@ def test_ablation_entries_change_only_what_they_name(tmp_path):
     assert preset["conv_filters"] == default["conv_filters"] and preset["sinc"]["filters"] == 64
     margin = run_config(compare, "margin-1.5", 1, quick=False)
     assert margin["training"]["margin"] == 1.5 and margin["training"]["learning_rate"] == reference["training"]["learning_rate"]
+
+
+def test_earlier_rows_are_kept_for_runs_not_measured_now(tmp_path):
+    """Seeds measured in an earlier invocation (whose run folders may be gone) stay in runs.csv."""
+    from experiments.compare import with_earlier_rows
+
+    earlier = pd.DataFrame({"model": ["b", "a", "a", "gone"], "seed": [0, 0, 1, 0], "eer": [0.3, 0.1, 0.2, 0.9]})
+    earlier.to_csv(tmp_path / "runs.csv", index=False)
+    now = pd.DataFrame({"model": ["a"], "seed": [1], "eer": [0.25]})
+    merged = with_earlier_rows(now, tmp_path / "runs.csv", models=["a", "b"])
+    assert list(zip(merged["model"], merged["seed"], merged["eer"])) == [("a", 0, 0.1), ("a", 1, 0.25), ("b", 0, 0.3)]
+    assert with_earlier_rows(now, tmp_path / "missing.csv", models=["a"]).equals(now)

@@ -129,6 +129,23 @@ def test_webrtc_resamples(real_speech):
     assert _covered_s(regions_8k, regions_16k) > 0.8 * sum(e - s for s, e in regions_16k)
 
 
+def test_webrtc_noise_margin_trims_noise_but_keeps_speech(real_speech):
+    """With an energy floor, WebRTC keeps the utterance but drops the noise-only stretches around it."""
+    audio, energy_regions = real_speech
+    rng = np.random.default_rng(0)
+    pad = np.zeros(2 * SR, np.float32)
+    noisy = np.concatenate([pad, audio, pad])
+    noisy = noisy + rng.normal(0, 0.02 * np.abs(audio).max(), noisy.size).astype(np.float32)  # ~30 dB below peak
+    speech = [(s + 2.0, e + 2.0) for s, e in energy_regions]
+    plain = webrtc_vad(noisy, SR, aggressiveness=0)
+    trimmed = webrtc_vad(noisy, SR, aggressiveness=0, noise_margin_db=3.0)
+    speech_s = sum(e - s for s, e in speech)
+    assert _covered_s(trimmed, speech) > 0.7 * speech_s
+    outside = lambda regions: sum(e - s for s, e in regions) - _covered_s(regions, speech)  # noqa: E731
+    assert outside(trimmed) <= outside(plain)
+    assert _covered_s(trimmed, plain) == pytest.approx(sum(e - s for s, e in trimmed), abs=0.05)  # only ever removes
+
+
 def test_webrtc_rejects_bad_settings():
     with pytest.raises(ValueError, match="aggressiveness"):
         webrtc_vad(np.zeros(SR, np.float32), SR, aggressiveness=4)
@@ -174,9 +191,10 @@ def test_compare_vad_cli(tmp_path, write_test_wav, capsys):
     (tmp_path / "rttm" / "rec.rttm").write_text("SPEAKER rec 1 1.000 2.000 <NA> <NA> A <NA> <NA>\n")
     out = tmp_path / "table.md"
     args = ["--audio", str(tmp_path / "audio"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]
-    assert main(args + ["--methods", "energy", "webrtc"]) == 0
+    assert main(args + ["--methods", "energy", "webrtc", "webrtc-trimmed"]) == 0
     table = out.read_text()
     assert "| energy | threshold_db=-30 | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
+    assert "| webrtc-trimmed | aggressiveness=0, noise_margin_db=3.0 |" in table
     assert main(["--audio", str(tmp_path / "missing"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
     assert capsys.readouterr().err.strip().startswith("error: --audio")
     assert main(["--audio", str(tmp_path / "rttm"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
