@@ -28,8 +28,7 @@ SETTINGS = {
     ],
     "webrtc": [(f"aggressiveness={value}", {"aggressiveness": value}) for value in (0, 1, 2, 3)],
     # WebRTC frames that must also rise above the recording's noise floor (data_prep.vad.webrtc_vad's
-    # noise_margin_db). Listed apart: measured here, selectable in a sidecar, but not among the settings
-    # experiments.release calibrates over (results/vad_comparison.md says why).
+    # noise_margin_db); the settings it runs name the detector, so a sidecar stores method "webrtc".
     "webrtc-trimmed": [(f"aggressiveness={value}, noise_margin_db={margin}",
                         {"method": "webrtc", "aggressiveness": value, "noise_margin_db": margin})
                        for value in (0, 1) for margin in (3.0, 6.0)],

@@ -59,10 +59,11 @@ class DiarizerSettings:
     # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
     resegment: dict = field(default_factory=lambda: {"frame_s": 0.05, "switch_penalty": 1.0})
     # Keyword arguments of data_prep.vad.speech_regions ("method" picks the detector, default energy).
-    # WebRTC at aggressiveness 2 had the lowest missed + false alarm speech of the detectors that fit the
-    # real-time budget on noisy validation conversations whose references leave out pauses
-    # (results/vad_comparison.md); experiments.calibrate --vad and experiments.release choose it per model.
-    vad: dict = field(default_factory=lambda: {"method": "webrtc", "aggressiveness": 2})
+    # WebRTC at aggressiveness 0 with frames that must also rise 3 dB above the recording's noise floor had
+    # the lowest missed + false alarm speech of the detectors that fit the real-time budget on noisy
+    # validation conversations whose references leave out pauses (results/vad_comparison.md);
+    # experiments.calibrate --vad and experiments.release choose it per model.
+    vad: dict = field(default_factory=lambda: {"method": "webrtc", "aggressiveness": 0, "noise_margin_db": 3.0})
 
     @classmethod
     def from_file(cls, path):

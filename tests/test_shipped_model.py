@@ -26,7 +26,7 @@ def test_readme_python_example(shipped_model, test_conversations, tmp_path):
 
 
 def test_held_out_conversations_are_diarized_well(shipped_model, test_conversations):
-    """Oracle-count DER (full) on three test-speaker conversations; the card reports 20 of them."""
+    """Oracle-count DER (full) on three test-speaker conversations; the card reports 100 of them."""
     diarizer = Diarizer.load(shipped_model)
     errors = scored = 0.0
     for row in test_conversations.itertuples():
@@ -34,7 +34,7 @@ def test_held_out_conversations_are_diarized_well(shipped_model, test_conversati
         hypothesis = diarizer.diarize(row.wav_path, num_speakers=len(reference.labels()))
         result = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])
         errors, scored = errors + result["der"] * result["scored_s"], scored + result["scored_s"]
-    assert errors / scored < 0.25  # 15.1% when the noisy fine-tuned model was shipped
+    assert errors / scored < 0.25  # 15.1% when the noisy fine-tuned model was first shipped
 
 
 def test_test_speakers_are_separated(shipped_model, test_split):
