@@ -65,18 +65,22 @@ def score_trials(diarizer, trials_path, scores=None):
     }
 
 
-def score_recordings(diarizer, recordings, settings, speaker_counts=("oracle", "estimated"), uems=None):
+def score_recordings(diarizer, recordings, settings, speaker_counts=("oracle", "estimated"), uems=None,
+                     oracle_speech=False):
     """Per-file DER rows for every (setting, speaker count), and the real-time factor.
 
     `uems` ({uri: Timeline}) limits scoring to each file's evaluated regions; a file without one
-    is scored over the span either side covers.
+    is scored over the span either side covers. `oracle_speech` takes each reference's speech
+    regions instead of the speech detector's: what the rest of the pipeline would score with a
+    perfect detector.
     """
     from siamese.metrics import diarization_error
 
     rows = []
     for uri, path, reference in recordings:
         started = time.perf_counter()
-        windows = diarizer.embed(path)
+        speech = [(segment.start, segment.end) for segment in reference.get_timeline().support()]
+        windows = diarizer.embed(path, regions=speech if oracle_speech else None)
         embed_s = time.perf_counter() - started
         duration_s = len(diarizer.load_audio(path)) / diarizer.settings.sample_rate
         for count in speaker_counts:
@@ -135,6 +139,9 @@ def main(argv=None):
     parser.add_argument("--collar", type=float, help="one custom DER setting: collar in seconds (pyannote.metrics)")
     parser.add_argument("--skip-overlap", action="store_true", help="one custom DER setting: do not score overlap")
     parser.add_argument("--uem", help="folder of UEM files: score only each recording's evaluated regions")
+    parser.add_argument("--oracle-speech", action="store_true",
+                        help="use the references' speech regions instead of the speech detector (DER without "
+                        "detection errors: what clustering and resegmentation alone cost)")
     parser.add_argument("--out-dir", required=True, help="folder for per_file.csv, summary.json, summary.md")
     args = parser.parse_args(argv)
     if not args.trials and not (args.audio and args.rttm):
@@ -157,8 +164,8 @@ def main(argv=None):
                 raise ValueError(f"{args.uem}: not a folder of UEM files")
             for uem in sorted(Path(args.uem).glob("*.uem")):
                 uems.update(read_uem(uem))
-        rows = (score_recordings(diarizer, annotated_recordings(args.audio, args.rttm), settings, uems=uems)
-                if args.audio else [])
+        rows = (score_recordings(diarizer, annotated_recordings(args.audio, args.rttm), settings, uems=uems,
+                                 oracle_speech=args.oracle_speech) if args.audio else [])
     except (OSError, ValueError, AudioError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

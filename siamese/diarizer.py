@@ -369,11 +369,19 @@ class Diarizer:
             x = layer(x)
         return np.asarray(x)
 
-    def embed(self, audio_or_path):
-        """Speech regions, window starts and one embedding per window (see `Windows`)."""
+    def embed(self, audio_or_path, regions=None):
+        """Speech regions, window starts and one embedding per window (see `Windows`).
+
+        `regions` ([(start_s, end_s)], sorted, non-overlapping) replaces the speech detector: another
+        detector's output, or a reference's speech to measure the rest of the pipeline on its own.
+        """
         audio = self.load_audio(audio_or_path)
         duration_s = len(audio) / self.settings.sample_rate
-        regions = self.speech(audio)
+        if regions is None:
+            regions = self.speech(audio)
+        else:
+            regions = [(max(0.0, float(b)), min(duration_s, float(e))) for b, e in regions]
+            regions = [(b, e) for b, e in regions if e > b]
         if not regions:
             return Windows(np.zeros(0), [], np.zeros(0, int), np.zeros((0, 0), np.float32))
         starts, region_of = self.window_starts(regions, duration_s)
@@ -542,7 +550,7 @@ class Diarizer:
                     annotation[Segment(edges[run], edges[run + 1]), "_"] = f"spk{label}"
         return annotation.support(collar=0.0)
 
-    def diarize(self, audio_or_path, num_speakers=None, uri=None, rttm=None):
+    def diarize(self, audio_or_path, num_speakers=None, uri=None, rttm=None, regions=None):
         """Returns a `pyannote.core.Annotation` of who spoke when.
 
         Args:
@@ -551,10 +559,11 @@ class Diarizer:
             num_speakers: the number of speakers if known; else the calibrated threshold decides.
             uri: file id for the annotation (default: the file stem).
             rttm: also write the result to this RTTM file (atomically; empty when no speech).
+            regions: speech regions [(start_s, end_s)] to use instead of the speech detector's.
         """
         if uri is None:
             uri = Path(audio_or_path).stem if isinstance(audio_or_path, (str, Path)) else "audio"
-        windows = self.embed(audio_or_path)
+        windows = self.embed(audio_or_path, regions=regions)
         if len(windows.starts) == 0:
             logger.warning("%s: no speech found; the diarization is empty", uri)
             return self._written(Annotation(uri=uri), rttm)

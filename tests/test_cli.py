@@ -167,3 +167,23 @@ def test_evaluate_scores_only_the_uem_regions(tmp_path, shipped_model, test_conv
     assert evaluate_main(["--audio", folder, "--rttm", folder, "--uem", str(tmp_path / "uem"),
                           "--out-dir", str(tmp_path / "out2")]) == 1
     assert not (tmp_path / "out2").exists()
+
+
+def test_evaluate_with_oracle_speech_has_no_detection_errors(tmp_path, shipped_model, test_conversations):
+    """--oracle-speech takes the references' speech: nothing is false alarm, only overlap is missed."""
+    import pandas as pd
+
+    folder = str(test_conversations["wav_path"][0]).rsplit("/", 1)[0]
+    assert evaluate_main(["--audio", folder, "--rttm", folder, "--oracle-speech", "--out-dir", str(tmp_path)]) == 0
+    rows = pd.read_csv(tmp_path / "per_file.csv")
+    assert (rows["false_alarm"] < 1e-3).all()
+    forgiving = rows[rows["setting"] == "forgiving"]  # overlap skipped: no missed speech at all
+    assert (forgiving["missed"] < 1e-3).all()
+
+
+def test_diarize_takes_given_speech_regions(shipped_model, test_conversations):
+    from siamese import Diarizer
+
+    annotation = Diarizer.load().diarize(test_conversations["wav_path"][0], regions=[(2.0, 6.0), (8.0, 12.0), (99, 1e6)])
+    timeline = annotation.get_timeline().support()
+    assert timeline and timeline[0].start >= 2.0 and timeline[-1].end <= 12.0 + 1e-6
