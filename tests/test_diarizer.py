@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from pyannote.core import Annotation
@@ -156,22 +158,29 @@ def test_diarize_digital_silence_is_empty(tiny_diarizer):
 
 def test_embed_noise(tiny_diarizer):
     noise = np.random.default_rng(0).normal(0.0, 0.1, 3 * 8000).astype(np.float32)
-    windows = tiny_diarizer.embed(noise)
+    # The default detector keeps only frames above the recording's noise floor: steady noise is no speech.
+    assert tiny_diarizer.settings.vad.get("noise_margin_db") is not None
+    assert tiny_diarizer.embed(noise).regions == []
+    plain = {"method": "webrtc", "aggressiveness": 0}  # plain WebRTC calls loud noise speech
+    plain_diarizer = Diarizer(tiny_diarizer.tower, replace(tiny_diarizer.settings, vad=plain))
+    windows = plain_diarizer.embed(noise)
     assert len(windows.regions) == 1
     begin, end = windows.regions[0]
     assert begin == pytest.approx(0.0, abs=0.05) and end == pytest.approx(3.0, abs=0.05)
     num_windows = len(windows.starts)
-    assert num_windows == len(tiny_diarizer.window_starts(windows.regions, 3.0)[0]) > 1
+    assert num_windows == len(plain_diarizer.window_starts(windows.regions, 3.0)[0]) > 1
     assert windows.embeddings.shape == (num_windows, 32)
     np.testing.assert_allclose(np.linalg.norm(windows.embeddings, axis=1), 1.0, atol=1e-5)
 
 
 def test_diarize_noise_labels_speech(tiny_diarizer):
-    noise = np.random.default_rng(1).normal(0.0, 0.1, 3 * 8000).astype(np.float32)
-    annotation = tiny_diarizer.diarize(noise, num_speakers=1, uri="noise")
+    burst = np.zeros(3 * 8000, np.float32)  # 2 s of loud noise between quiet stretches: the detector's "speech"
+    burst[4000:20000] = np.random.default_rng(1).normal(0.0, 0.1, 16000)
+    burst += np.random.default_rng(2).normal(0.0, 1e-4, burst.size).astype(np.float32)
+    annotation = tiny_diarizer.diarize(burst, num_speakers=1, uri="noise")
     assert annotation.uri == "noise"
     assert annotation.labels() == ["spk0"]
-    assert annotation.get_timeline().duration() == pytest.approx(3.0, abs=0.1)
+    assert annotation.get_timeline().duration() == pytest.approx(2.0, abs=0.1)
 
 
 def test_long_recordings_cluster_in_two_stages_with_bounded_memory():
