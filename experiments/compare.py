@@ -325,7 +325,7 @@ def compare(compare_config, quick=False, models=None, seeds=None, command="", re
             config = run_config(compare_config, name, seed, quick)
             run_dir = Path(config["output_dir"])
             if collect and not (run_dir / "comparison.json").is_file():
-                logger.info("%s, seed %d: not evaluated yet, left out", name, seed)
+                logger.info("%s, seed %d: not evaluated here (a row of an earlier runs.csv is kept)", name, seed)
                 continue
             weights = config["model"]["frontend_weights"]
             if weights and not Path(weights).is_file():
