@@ -59,6 +59,11 @@ def frame_energy_db(
     return 10.0 * np.log10(energy + 1e-12)
 
 
+def _noise_floor_db(energy_db: np.ndarray) -> float:
+    """The recording's noise floor: its 10th-percentile frame energy (dB)."""
+    return float(np.percentile(energy_db, 10))
+
+
 def _merge_frames(
     is_speech: np.ndarray,
     *,
@@ -172,7 +177,7 @@ def energy_vad(
     energy_db = frame_energy_db(audio, sample_rate, frame_s=frame_s, hop_s=hop_s)
     threshold = max(np.percentile(energy_db, 95) + threshold_db, abs_floor_db)
     if noise_margin_db is not None:
-        threshold = max(threshold, np.percentile(energy_db, 10) + noise_margin_db)
+        threshold = max(threshold, _noise_floor_db(energy_db) + noise_margin_db)
     frame_len_s = max(1, int(round(frame_s * sample_rate))) / sample_rate
     hop_len_s = max(1, int(round(hop_s * sample_rate))) / sample_rate
     return _merge_frames(
@@ -262,7 +267,6 @@ def webrtc_vad(
     num_frames = -(-audio.size // frame)
     vad = webrtcvad.Vad(aggressiveness)
     is_speech = np.zeros(num_frames, dtype=bool)
-    energy = np.empty(num_frames) if noise_margin_db is not None else None  # dBFS per frame
     heard = False  # any non-zero sample at all (digital silence has no speech)
     block = 20_000  # frames converted to 16-bit PCM at a time: long recordings never exist twice in memory
     for first in range(0, num_frames, block):
@@ -273,14 +277,13 @@ def webrtc_vad(
         data = pcm.tobytes()
         step = 2 * frame  # bytes per frame
         is_speech[first:first + count] = [vad.is_speech(data[i * step:(i + 1) * step], _MODEL_RATE) for i in range(count)]
-        if energy is not None:
-            power = np.mean((pcm.reshape(count, frame).astype(np.float64) / 32768.0) ** 2, axis=1)
-            energy[first:first + count] = 10.0 * np.log10(power + 1e-12)
     if not heard:
         return []
-    if energy is not None:
-        is_speech &= energy > np.percentile(energy, 10) + noise_margin_db
     hop_s = frame / _MODEL_RATE
+    if noise_margin_db is not None:  # the same frames, the last one zero-padded as for WebRTC
+        padded = np.pad(np.clip(audio, -1.0, 1.0), (0, num_frames * frame - audio.size))
+        energy_db = frame_energy_db(padded, _MODEL_RATE, frame_s=hop_s, hop_s=hop_s)
+        is_speech &= energy_db > _noise_floor_db(energy_db) + noise_margin_db
     return _merge_frames(
         is_speech,
         hop_s=hop_s,

@@ -79,8 +79,10 @@ def score_recordings(diarizer, recordings, settings, speaker_counts=("oracle", "
     rows = []
     for uri, path, reference in recordings:
         started = time.perf_counter()
-        speech = [(segment.start, segment.end) for segment in reference.get_timeline().support()]
-        windows = diarizer.embed(path, regions=speech if oracle_speech else None)
+        speech = None
+        if oracle_speech:
+            speech = [(segment.start, segment.end) for segment in reference.get_timeline().support()]
+        windows = diarizer.embed(path, regions=speech)
         embed_s = time.perf_counter() - started
         duration_s = len(diarizer.load_audio(path)) / diarizer.settings.sample_rate
         for count in speaker_counts:
