@@ -35,6 +35,9 @@ SCHEMA = {
         "objective": str,
         "crops_per_speaker": int,
         "freeze": str,
+        "teacher": str,
+        "teacher_window_s": float,
+        "teacher_hop_s": float,
     },
 }
 
@@ -63,7 +66,8 @@ PRETRAIN_SCHEMA = {
 OPTIONAL = {"data": {"speed_perturb": []},
             "model": {"frontend_weights": ""},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
-                         "objective": "pairs", "crops_per_speaker": 4, "freeze": "none"}}
+                         "objective": "pairs", "crops_per_speaker": 4, "freeze": "none",
+                         "teacher": "resemblyzer", "teacher_window_s": 1.5, "teacher_hop_s": 0.2}}
 
 
 # Smallest value each number may take: a zero batch size or epoch count is a
@@ -83,6 +87,8 @@ MINIMUM = {
     "training.accuracy_threshold": 0.0,
     "training.noise_prob": 0.0,
     "training.crops_per_speaker": 2,
+    "training.teacher_window_s": 0.1,
+    "training.teacher_hop_s": 0.01,
     "pretraining.epochs": 1,
     "pretraining.steps_per_epoch": 1,
     "pretraining.val_steps": 1,
@@ -98,7 +104,7 @@ MINIMUM = {
 STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor", "pretraining.learning_rate"}
 # Strings with a fixed set of values.
 CHOICES = {"training.freeze": ("none", "frontend", "encoder"), "data.format": ("folders", "librispeech", "voxceleb", "manifest", "rttm"),
-           "training.objective": ("pairs", "batch_all"),
+           "training.objective": ("pairs", "batch_all", "distill"), "training.teacher": ("resemblyzer",),
            "encoder.norm": ("group", "layer")}
 
 

@@ -83,6 +83,21 @@ class ResemblyzerDiarizer(Diarizer):
         return np.nan_to_num(np.concatenate(embeddings))
 
 
+def teacher(name, sample_rate, window_s):
+    """`(embed, description)` of a peer used as a distillation teacher (`data_prep.teacher_bank`).
+
+    `embed(audio, starts_s)` gives its embeddings of the `window_s` windows of one
+    utterance; the description (name and version) is stored with the bank.
+    """
+    from importlib.metadata import version
+
+    if name not in PEERS:
+        raise ValueError(f"unknown teacher {name!r}; known: {', '.join(PEERS)}")
+    import_resemblyzer()  # a clear one-line error when torch or resemblyzer is missing
+    settings = DiarizerSettings(sample_rate=sample_rate, window_s=window_s)
+    return ResemblyzerDiarizer(settings).embed_windows, f"{name} {version(name)}"
+
+
 def load_peer(name, settings_path=None):
     """A peer diarizer by name, with settings from `settings_path` (None: the shipped model's)."""
     if name not in PEERS:

@@ -61,13 +61,21 @@ def model_card(name, config, facts, verification, summary, speed, settings):
         batches = (f"{facts['epochs_run']} epochs of {training['pairs_per_epoch'] // training['batch_size']} batches of "
                    f"{training['batch_size'] // training['crops_per_speaker']} speakers x {training['crops_per_speaker']} "
                    f"crops, contrastive loss on every pair in a batch (batch-all)")
+    elif training.get("objective") == "distill":
+        batches = (f"{facts['epochs_run']} epochs of {training['pairs_per_epoch'] // training['batch_size']} batches of "
+                   f"{training['batch_size'] // training['crops_per_speaker']} speakers x {training['crops_per_speaker']} "
+                   f"crops of {training['teacher_window_s']:g} s, distilled from the pretrained `{training['teacher']}` "
+                   f"(requirements-peers.txt): relational loss on every pair's cosine similarity in a batch")
     else:
         batches = f"{facts['epochs_run']} epochs of {training['pairs_per_epoch']} fresh pairs (batch {training['batch_size']})"
+    how = (f"taught by the pretrained `{training['teacher']}` to reproduce its similarities between crops of the training "
+           f"speakers (knowledge distillation)" if training.get("objective") == "distill" else
+           "trained with contrastive loss\non same/different-speaker pairs")
+    margin = "" if training.get("objective") == "distill" else f", margin {training['margin']}"
     family = "wav2vec 2.0 feature encoder (frozen) + head" if "wav2vec" in config["model"]["preset"] else "SincNet"
     return f"""# Model card: `{name}`
 
-{family} Siamese embedding tower (`{config['model']['preset']}` preset) trained with contrastive loss
-on same/different-speaker pairs. Released on {date.today().isoformat()} by `python -m experiments.release`.
+{family} Siamese embedding tower (`{config['model']['preset']}` preset) {how}. Released on {date.today().isoformat()} by `python -m experiments.release`.
 
 ## Data
 - Vendored LibriSpeech train-clean-100 subset (`data/LibriSpeech`, one utterance of ~12 s per speaker, CC BY 4.0).
@@ -78,7 +86,7 @@ on same/different-speaker pairs. Released on {date.today().isoformat()} by `pyth
 ## Training
 - Command: `python -m experiments.train --config results/{name}/train_config.yaml` (the run's resolved config)
 - {batches},
-  Adam {training['learning_rate']}, margin {training['margin']}; best validation loss at epoch
+  Adam {training['learning_rate']}{margin}; best validation loss at epoch
   {facts['best_epoch']}{accuracy}.
 - Background-noise augmentation: {config['training'].get('noise_prob', 0.0):.0%} of training and validation crops get
   white, pink or brown noise at {config['training'].get('noise_snr_low', 5.0):g}-{config['training'].get('noise_snr_high', 30.0):g} dB SNR.

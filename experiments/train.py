@@ -2,6 +2,10 @@
 
 With `training.objective: batch_all` the same loss is applied to every pair inside
 batches of P speakers x K crops, which gives far more pairs per decoded crop.
+With `training.objective: distill` the tower learns, over the same speaker batches, to
+reproduce a pretrained peer's cosine similarities between the crops (knowledge
+distillation; the teacher, e.g. Resemblyzer, needs requirements-peers.txt only to
+build its bank of embeddings once, in the run folder's `teacher/`).
 
     python -m experiments.train --config experiments/configs/sincnet_default.yaml
     python -m experiments.train --config experiments/configs/sincnet_default.yaml --resume
@@ -112,7 +116,7 @@ def check_pairable(manifests, root):
 def make_pairs(manifests, config, replicas=1):
     """Fresh training pairs for every epoch, one fixed validation set; all seeded.
 
-    With `objective: batch_all` the tables are speaker batches instead (P speakers x
+    With `objective: batch_all` (or `distill`) the tables are speaker batches instead (P speakers x
     K crops per batch, `batch_size` crops), and every pair inside a batch is trained on.
     Tables are drawn in global batches of `batch_size x replicas` (see experiments.distribute).
     """
@@ -121,7 +125,7 @@ def make_pairs(manifests, config, replicas=1):
     training, seed = config["training"], config["seed"]
     batch = training["batch_size"] * replicas
     steps = training["pairs_per_epoch"] // batch
-    if training["objective"] == "batch_all":
+    if training["objective"] in ("batch_all", "distill"):
         crops = training["crops_per_speaker"]
 
         def draw(split, num_batches, draw_seed):
@@ -328,6 +332,28 @@ def frontend_bank(frontend, manifest, audio, seed):
                         noise_prob=audio["noise_prob"], noise_snr_db=audio["noise_snr_db"], seed=seed)
 
 
+def teacher_windows(config, manifests, run_dir):
+    """Per split, the teacher bank's `(starts, embeddings)` per utterance; built (needs the teacher) if missing.
+
+    Banks live in the run folder (`teacher/train.npz`, `teacher/val.npz`): a resumed run reuses them.
+    """
+    from data_prep.teacher_bank import build_teacher_bank, load_teacher_bank, save_teacher_bank
+    from experiments.peers import teacher
+
+    training, rate = config["training"], 16000  # Resemblyzer, the only teacher so far, hears 16 kHz
+    settings = {"sample_rate": rate, "window_s": training["teacher_window_s"], "hop_s": training["teacher_hop_s"]}
+    banks, embed = {}, None
+    for split in ("train", "val"):
+        path = run_dir / "teacher" / f"{split}.npz"
+        if not path.is_file():
+            if embed is None:
+                embed, described = teacher(training["teacher"], rate, settings["window_s"])
+            logger.info("teacher bank of %s speakers (%s): %s", split, described, path)
+            save_teacher_bank(build_teacher_bank(manifests[split], embed, teacher=training["teacher"], **settings), path)
+        banks[split] = load_teacher_bank(path, manifests[split], teacher=training["teacher"], **settings)
+    return banks
+
+
 def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="default"):
     """Runs one training described by a validated config; returns the run folder.
 
@@ -356,7 +382,7 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
     import keras
 
     from data_prep.pipeline import crop_dataset, pair_dataset
-    from siamese.losses import BatchContrastiveLoss, ContrastiveLoss
+    from siamese.losses import BatchContrastiveLoss, ContrastiveLoss, RelationalDistillationLoss
     from siamese.metrics import PairAccuracy
     from siamese.model import build_siamese, tower_of
     from sincnet_keras import build_encoder, load_preset
@@ -379,7 +405,10 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
         manifests = {**manifests, "train": speed_perturbed_speakers(
             manifests["train"], config["data"]["speed_perturb"], run_dir / "speed_perturbed", preset["sample_rate"])}
     keras.utils.set_random_seed(config["seed"])
-    batch_all = training["objective"] == "batch_all"
+    batch_all, distill = training["objective"] == "batch_all", training["objective"] == "distill"
+    if distill and (preset["sample_rate"] != 16000 or config["model"]["frontend_weights"] or config["data"]["speed_perturb"]):
+        raise ConfigError("objective distill needs a 16 kHz waveform tower without frozen front end or speed perturbation")
+    banks = teacher_windows(config, manifests, run_dir) if distill else None
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
     fields, rows = read_log(run_dir / "log.csv") if resume else ([], [])
@@ -418,11 +447,13 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
                     loss=ContrastiveLoss(margin=training["margin"]),
                     metrics=[PairAccuracy(threshold=training["accuracy_threshold"])],
                 )
-            elif batch_all:
-                # Every pair in a batch of speaker groups: the tower is trained directly on its embeddings.
+            elif batch_all or distill:
+                # Every pair in a batch of speaker groups: the tower is trained directly on its embeddings,
+                # against speaker labels (batch-all) or against the teacher's similarities (distillation).
                 siamese = tower
                 siamese.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]),
-                                loss=BatchContrastiveLoss(margin=training["margin"]))
+                                loss=RelationalDistillationLoss() if distill else
+                                BatchContrastiveLoss(margin=training["margin"]))
             else:
                 siamese = build_siamese(tower)
                 siamese.compile(
@@ -456,15 +487,15 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
         val_batch = val_rows // replicas  # per replica
         if strategy is not None:
             # Each worker reads only its own replicas' chunks of every global batch (experiments.distribute).
-            if batch_all and val_rows % (replicas * training["crops_per_speaker"]):
+            if (batch_all or distill) and val_rows % (replicas * training["crops_per_speaker"]):
                 raise ConfigError(f"batch_all validation batches of {val_rows} crops cannot be split into whole "
                                   f"speaker groups over {replicas} replicas; change data.val_speakers")
-            if not batch_all:
+            if not (batch_all or distill):
                 val_pairs = distribute.whole_batches(val_pairs, batch * replicas)
                 if val_pairs.empty:
                     raise ConfigError(f"training.val_pairs must be at least the global batch ({batch * replicas})")
             remaining = distribute.shard_table(remaining, batch, role)
-            val_pairs = distribute.shard_table(val_pairs, val_batch if batch_all else batch, role)
+            val_pairs = distribute.shard_table(val_pairs, val_batch if batch_all or distill else batch, role)
         if frozen is not None:
             from data_prep.feature_bank import bank_pair_dataset
             from sincnet_keras.wav2vec2 import num_frames
@@ -473,6 +504,12 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
             train_data = bank_pair_dataset(banks["train"][0], remaining, window_frames=frames, batch_size=batch,
                                            drop_remainder=True)
             val_data = bank_pair_dataset(banks["val"][0], val_pairs, window_frames=frames, batch_size=batch)
+        elif distill:
+            from data_prep.teacher_bank import teacher_dataset
+
+            crops = {**audio, "window_s": training["teacher_window_s"], "hop_s": training["teacher_hop_s"]}
+            train_data = teacher_dataset(manifests["train"], remaining, banks["train"], batch_size=batch, **crops)
+            val_data = teacher_dataset(manifests["val"], val_pairs, banks["val"], batch_size=val_batch, **crops)
         elif batch_all:
             train_data = crop_dataset(manifests["train"], remaining, batch_size=batch, **audio)
             val_data = crop_dataset(manifests["val"], val_pairs, batch_size=val_batch, **audio)
@@ -511,6 +548,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
     best = load_checkpoint(run_dir / "checkpoints" / "best.keras")
     card = {"preset": preset, "sample_rate": preset["sample_rate"], "window_s": preset["window_s"],
             "seed": config["seed"], "train_speakers": int(manifests["train"]["speaker"].nunique())}
+    if distill:
+        card["teacher"] = training["teacher"]
     if init is not None:
         card["init"] = str(init)  # fine-tuned: the model card names where it started
     if config["model"]["frontend_weights"]:
@@ -520,7 +559,7 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
         tmp.write_text(json.dumps(card, indent=2))
     if frozen is not None:  # the trained head goes back behind its front end
         frozen[1].set_weights(tower_of(best).get_weights())
-    elif batch_all:  # the checkpoint is the compiled tower: save a bare copy, without optimizer or loss
+    elif batch_all or distill:  # the checkpoint is the compiled tower: save a bare copy, without optimizer or loss
         tower = build_encoder(preset)
         tower.set_weights(best.get_weights())
     else:

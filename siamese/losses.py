@@ -65,3 +65,26 @@ class BatchContrastiveLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package="siamese")
+class RelationalDistillationLoss(keras.losses.Loss):
+    """Teaches a student the teacher's geometry: every pair's cosine similarity in a batch.
+
+    `y_true` holds the teacher's embeddings `(batch, D_teacher)`, `y_pred` the student's
+    `(batch, D)`; the sizes may differ, since only similarities between crops are
+    compared (relational distillation, Park et al., CVPR 2019), so no projection head
+    is needed and the student keeps its own embedding. Per row: the mean squared
+    difference between the student's and the teacher's similarities to the batch.
+    """
+
+    def __init__(self, name="relational_distillation_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        def similarities(embeddings):
+            unit = embeddings / ops.sqrt(ops.sum(ops.square(embeddings), axis=1, keepdims=True) + 1e-12)
+            return ops.matmul(unit, ops.transpose(unit))
+
+        teacher = similarities(ops.cast(y_true, y_pred.dtype))
+        return ops.mean(ops.square(similarities(y_pred) - teacher), axis=1)

@@ -76,3 +76,20 @@ def test_peer_diarizes_two_speakers(peer, librispeech_manifest, write_test_wav):
     turns = [Segment(index * 6.0 + 1.0, (index + 1) * 6.0 - 1.0) for index in range(3)]
     first_turn, second_turn, third_turn = (annotation.crop(segment).argmax() for segment in turns)
     assert first_turn == third_turn != second_turn
+
+
+def test_resemblyzer_teacher_embeds_a_bank_of_windows(tiny_librispeech):
+    """The distillation teacher (experiments.train, objective distill): 256-d unit-norm d-vectors per window."""
+    pytest.importorskip("resemblyzer")
+    from data_prep.manifest import scan_librispeech
+    from data_prep.teacher_bank import build_teacher_bank
+    from experiments.peers import teacher
+
+    embed, described = teacher("resemblyzer", 16000, 1.5)
+    assert described.startswith("resemblyzer ")
+    manifest = scan_librispeech(tiny_librispeech).iloc[:1]
+    bank = build_teacher_bank(manifest, embed, sample_rate=16000, window_s=1.5, hop_s=1.0, progress=False)
+    assert bank["embedding"].shape[1] == 256 and len(bank["start"]) >= 3
+    np.testing.assert_allclose(np.linalg.norm(bank["embedding"].astype(np.float32), axis=1), 1.0, atol=1e-2)
+    with pytest.raises(ValueError, match="unknown teacher"):
+        teacher("nobody", 16000, 1.5)

@@ -1,0 +1,156 @@
+"""Teacher banks: a pretrained peer's embedding of every training window, for distillation.
+
+A bank holds, for each utterance of a manifest, the teacher's embeddings of
+windows of `window_s` every `hop_s` (near-silent windows left out). It is
+computed once with the teacher's own framework (torch, for Resemblyzer) and
+saved as `.npz`; training reads it with numpy alone, so the student tower never
+needs the teacher. `teacher_dataset` then feeds `(crop, teacher embedding)`
+batches: the student hears a crop (with background noise, like any training
+crop) and is taught what the teacher heard in the clean window it was cut from.
+"""
+
+import numpy as np
+from tqdm import tqdm
+
+from data_prep.audio import atomic_path, normalize_level
+from data_prep.augment import add_noise
+from data_prep.manifest import load_utterance, utterance_spans
+from data_prep.pipeline import frame_activity
+
+MIN_ACTIVITY = 0.6  # as training crops: windows with fewer active frames are left out of the bank
+
+
+def utterance_keys(manifest):
+    """One key per manifest row (file and offset), so a bank matches rows however the manifest is ordered."""
+    offsets, _ = utterance_spans(manifest)
+    return [f"{path}|{offset:.3f}" for path, offset in zip(manifest["path"].astype(str), offsets)]
+
+
+def build_teacher_bank(manifest, embed, *, sample_rate, window_s, hop_s, teacher="", progress=True):
+    """The teacher's embeddings of every window of every utterance.
+
+    Args:
+        manifest: utterance manifest (`path`, `duration_s`, optional `start_s`/`end_s`).
+        embed: `embed(audio, starts_s) -> (windows, D)`, the teacher's embeddings of the
+            `window_s` windows of one utterance starting at `starts_s`.
+        sample_rate, window_s, hop_s: the rate, length and spacing of the windows.
+        teacher: what the embeddings come from (stored, so a bank is never silently reused
+            for another teacher).
+
+    Returns:
+        A dict of arrays: `keys` (per utterance), `utterance` (index into `keys`),
+        `start` (window start in samples) and `embedding` (float16, `(windows, D)`),
+        plus its settings. An utterance keeps at least its most active window.
+    """
+    length, hop = int(round(window_s * sample_rate)), max(1, int(round(hop_s * sample_rate)))
+    offsets, lengths = utterance_spans(manifest)
+    utterance, starts, embeddings = [], [], []
+    rows = tqdm(range(len(manifest)), desc="teacher bank", unit="utt", disable=not progress)
+    for row in rows:
+        audio = normalize_level(load_utterance(manifest["path"].iat[row], sample_rate, offsets[row], lengths[row]))
+        audio = np.pad(audio, (0, max(0, length - len(audio))))
+        candidates = np.arange(0, len(audio) - length + 1, hop)
+        activity = np.array([frame_activity(audio[start:start + length], sample_rate) for start in candidates])
+        kept = candidates[activity >= MIN_ACTIVITY]
+        if len(kept) == 0:
+            kept = candidates[[int(np.argmax(activity))]]
+        utterance.append(np.full(len(kept), row, np.int64))
+        starts.append(kept.astype(np.int64))
+        embeddings.append(np.asarray(embed(audio, kept / sample_rate), np.float32))
+    return {"keys": np.array(utterance_keys(manifest)), "utterance": np.concatenate(utterance),
+            "start": np.concatenate(starts), "embedding": np.concatenate(embeddings).astype(np.float16),
+            "sample_rate": np.int64(sample_rate), "window_s": np.float64(window_s), "hop_s": np.float64(hop_s),
+            "teacher": np.str_(teacher)}
+
+
+def save_teacher_bank(bank, path):
+    """Writes a bank as one `.npz`, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **bank)
+
+
+def load_teacher_bank(path, manifest, *, sample_rate, window_s, hop_s, teacher):
+    """Per manifest row, `(window starts, embeddings)` from a saved bank.
+
+    Raises ValueError when the bank was made with other settings or another teacher,
+    or lacks an utterance of the manifest (it was built for other data).
+    """
+    with np.load(path, allow_pickle=False) as stored:
+        bank = {name: stored[name] for name in stored.files}
+    made = (int(bank["sample_rate"]), float(bank["window_s"]), float(bank["hop_s"]), str(bank["teacher"]))
+    if made != (int(sample_rate), float(window_s), float(hop_s), str(teacher)):
+        raise ValueError(f"{path}: teacher bank made with (rate, window, hop, teacher) = {made}, the config asks for "
+                         f"{(sample_rate, window_s, hop_s, teacher)}; delete it to rebuild")
+    where = {key: index for index, key in enumerate(bank["keys"])}
+    missing = [key for key in utterance_keys(manifest) if key not in where]
+    if missing:
+        raise ValueError(f"{path}: no teacher embeddings for {len(missing)} utterance(s) of the manifest, "
+                         f"e.g. {missing[0]}; delete it to rebuild")
+    order = np.argsort(bank["utterance"], kind="stable")
+    bounds = np.searchsorted(bank["utterance"][order], np.arange(len(bank["keys"]) + 1))
+    windows = []
+    for key in utterance_keys(manifest):
+        chosen = order[bounds[where[key]]:bounds[where[key] + 1]]
+        windows.append((bank["start"][chosen], bank["embedding"][chosen].astype(np.float32)))
+    return windows
+
+
+def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, batch_size, noise_prob=0.0,
+                    noise_snr_db=(5.0, 30.0), cache_mb=2048):
+    """A `tf.data.Dataset` of `(crops, teacher embeddings)` batches for distillation.
+
+    Args:
+        manifest: utterance manifest.
+        crops: table from `data_prep.pairs.sample_speaker_batches` (`row`, `speaker`, `crop_seed`),
+            in batch order: each crop is one bank window of its row, chosen by its seed.
+        windows: `load_teacher_bank`'s per-row `(starts, embeddings)`.
+        hop_s: the bank's hop; a crop starts up to half a hop before or after its window,
+            whose teacher embedding it keeps.
+        noise_prob, noise_snr_db, cache_mb: as `data_prep.pipeline.crop_loader`.
+
+    Shapes: crops `(batch, window_samples, 1)`, embeddings `(batch, D)`.
+    """
+    import tensorflow as tf
+
+    length, half_hop = int(round(window_s * sample_rate)), int(round(hop_s * sample_rate / 2))
+    offsets, lengths = utterance_spans(manifest)
+    paths = manifest["path"].astype(str).to_numpy()
+    use_cache = manifest["duration_s"].to_numpy(dtype=float).sum() * sample_rate * 4 <= cache_mb * 2**20
+    cache = {}
+    dim = windows[0][1].shape[1]
+
+    def utterance(row):
+        audio = cache.get(row)
+        if audio is None:
+            audio = load_utterance(paths[row], sample_rate, offsets[row], lengths[row])
+            if use_cache:
+                cache[row] = audio
+        return audio
+
+    def load_batch(rows, crop_seed):
+        audio = np.zeros((len(rows), length, 1), np.float32)
+        targets = np.zeros((len(rows), dim), np.float32)
+        for index, (row, seed) in enumerate(zip(rows, crop_seed)):
+            rng = np.random.default_rng(int(seed))
+            starts, embeddings = windows[row]
+            pick = int(rng.integers(len(starts)))
+            whole = utterance(row)
+            start = int(np.clip(starts[pick] + rng.integers(-half_hop, half_hop + 1), 0, max(0, len(whole) - length)))
+            crop = normalize_level(np.pad(whole[start:start + length], (0, max(0, start + length - len(whole)))))
+            if noise_prob > 0.0 and rng.random() < noise_prob:
+                crop = normalize_level(add_noise(crop, rng.uniform(*noise_snr_db), rng))
+            audio[index, :, 0] = crop
+            targets[index] = embeddings[pick]
+        return audio, targets
+
+    def tf_load_batch(rows, crop_seed):
+        audio, targets = tf.numpy_function(load_batch, [rows, crop_seed], [tf.float32, tf.float32], stateful=False)
+        audio.set_shape((None, length, 1))
+        targets.set_shape((None, dim))
+        return audio, targets
+
+    columns = tuple(crops[name].to_numpy(dtype=np.int64) for name in ("row", "crop_seed"))
+    dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(tf_load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

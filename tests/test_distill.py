@@ -1,0 +1,119 @@
+"""Distillation: the relational loss, teacher banks, their dataset, and `objective: distill` end to end.
+
+The teacher here is a stand-in (band energies of each window), so no torch is needed; the
+Resemblyzer teacher itself is checked in test_peers.py when torch is installed.
+"""
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from data_prep.manifest import scan_librispeech
+from data_prep.pairs import sample_speaker_batches
+from data_prep.teacher_bank import build_teacher_bank, load_teacher_bank, save_teacher_bank, teacher_dataset
+from experiments.train import main as train_main
+from siamese.losses import RelationalDistillationLoss
+
+RATE = 16000
+
+
+def band_energies(window_s):
+    """A deterministic stand-in teacher: log energy of 12 frequency bands of each window."""
+
+    def embed(audio, starts_s):
+        length = int(round(window_s * RATE))
+        crops = np.stack([audio[int(round(t * RATE)):][:length] for t in starts_s])
+        spectrum = np.abs(np.fft.rfft(crops, axis=1)) ** 2
+        return np.log(np.stack([band.sum(axis=1) for band in np.array_split(spectrum, 12, axis=1)], axis=1) + 1e-6)
+
+    return embed
+
+
+def test_relational_loss_is_zero_for_the_same_geometry_and_positive_otherwise():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(8, 5)).astype("float32")
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    student = (np.pad(teacher, ((0, 0), (0, 1))) @ rotation * 3.0).astype("float32")  # rotated, scaled, wider
+    loss = RelationalDistillationLoss()
+    assert float(loss(teacher, student)) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(teacher, rng.normal(size=(8, 6)).astype("float32"))) > 0.01
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again, RelationalDistillationLoss)
+
+
+def test_teacher_bank_round_trip_and_refusals(tmp_path, tiny_librispeech):
+    manifest = scan_librispeech(tiny_librispeech).iloc[:3].reset_index(drop=True)
+    bank = build_teacher_bank(manifest, band_energies(1.0), sample_rate=RATE, window_s=1.0, hop_s=0.5,
+                              teacher="bands", progress=False)
+    assert bank["embedding"].shape == (len(bank["start"]), 12)
+    assert set(bank["utterance"]) == {0, 1, 2}  # every utterance keeps at least one window
+    assert np.all(bank["start"] % 8000 == 0)
+    path = tmp_path / "bank.npz"
+    save_teacher_bank(bank, path)
+    settings = {"sample_rate": RATE, "window_s": 1.0, "hop_s": 0.5, "teacher": "bands"}
+    reordered = manifest.iloc[::-1].reset_index(drop=True)
+    windows = load_teacher_bank(path, reordered, **settings)
+    first = bank["utterance"] == 2  # the reordered manifest's row 0 is the bank's utterance 2
+    np.testing.assert_array_equal(windows[0][0], bank["start"][first])
+    np.testing.assert_allclose(windows[0][1], bank["embedding"][first].astype("float32"))
+    with pytest.raises(ValueError, match="made with"):
+        load_teacher_bank(path, manifest, **{**settings, "teacher": "other"})
+    with pytest.raises(ValueError, match="no teacher embeddings"):
+        load_teacher_bank(path, scan_librispeech(tiny_librispeech), **settings)
+
+
+def test_teacher_dataset_pairs_each_crop_with_its_windows_embedding(tmp_path, tiny_librispeech):
+    manifest = scan_librispeech(tiny_librispeech)
+    embed = band_energies(1.0)
+    bank = build_teacher_bank(manifest, embed, sample_rate=RATE, window_s=1.0, hop_s=0.5, teacher="bands",
+                              progress=False)
+    save_teacher_bank(bank, tmp_path / "bank.npz")
+    windows = load_teacher_bank(tmp_path / "bank.npz", manifest, sample_rate=RATE, window_s=1.0, hop_s=0.5,
+                                teacher="bands")
+    crops = sample_speaker_batches(manifest, 3, 4, 2, seed=1)
+    data = teacher_dataset(manifest, crops, windows, sample_rate=RATE, window_s=1.0, hop_s=0.5, batch_size=8)
+    batches = list(data.as_numpy_iterator())
+    assert len(batches) == 3 and batches[0][0].shape == (8, RATE, 1) and batches[0][1].shape == (8, 12)
+    again = list(data.as_numpy_iterator())
+    np.testing.assert_array_equal(batches[1][0], again[1][0])  # crops are a pure function of their seeds
+    targets = {tuple(row) for row in bank["embedding"].astype("float32")}
+    assert all(tuple(row) in targets for _, batch in batches for row in batch)
+
+
+def test_distill_objective_trains_and_saves_a_bare_tower(tmp_path, tiny_librispeech, monkeypatch):
+    import experiments.peers
+
+    monkeypatch.setattr(experiments.peers, "teacher", lambda name, rate, window_s: (band_energies(window_s), "bands"))
+    preset = yaml.safe_load(open("sincnet_keras/presets/tiny.yaml"))
+    preset.update(name="tiny16k", sample_rate=RATE)
+    (tmp_path / "tiny16k.yaml").write_text(yaml.safe_dump(preset))
+    config = yaml.safe_load(open("experiments/configs/tiny.yaml"))
+    config.update(output_dir=str(tmp_path / "run"))
+    config["data"].update(root=str(tiny_librispeech), val_speakers=2, test_speakers=1)
+    config["model"]["preset"] = str(tmp_path / "tiny16k.yaml")
+    config["training"].update(objective="distill", teacher_window_s=0.5, teacher_hop_s=0.25, epochs=1,
+                              batch_size=6, crops_per_speaker=2, pairs_per_epoch=12, val_pairs=8)
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path), "--quiet"]) == 0
+    run = tmp_path / "run"
+    assert (run / "teacher" / "train.npz").is_file() and (run / "teacher" / "val.npz").is_file()
+    log = np.genfromtxt(run / "log.csv", delimiter=",", names=True)
+    assert np.isfinite(log["val_loss"])
+    tower = keras.saving.load_model(run / "tower.keras", safe_mode=True)
+    assert not getattr(tower, "compiled", False)
+    assert tower(np.zeros((1, 8000, 1), "float32")).shape == (1, 32)
+    assert yaml.safe_load((run / "tower.json").read_text())["teacher"] == "resemblyzer"
+    assert train_main(["--config", str(path), "--quiet", "--resume", "--epochs", "2"]) == 0  # banks are reused
+
+
+def test_distill_refuses_a_tower_at_another_rate(tmp_path, tiny_librispeech, capsys):
+    config = yaml.safe_load(open("experiments/configs/tiny.yaml"))  # the tiny preset hears 8 kHz
+    config.update(output_dir=str(tmp_path / "run"))
+    config["data"].update(root=str(tiny_librispeech), val_speakers=2, test_speakers=1)
+    config["training"].update(objective="distill")
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path)]) == 1
+    assert "16 kHz" in capsys.readouterr().err
