@@ -97,7 +97,7 @@ def load_teacher_bank(path, manifest, *, sample_rate, window_s, hop_s, teacher):
 
 
 def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, batch_size, noise_prob=0.0,
-                    noise_snr_db=(5.0, 30.0), cache_mb=2048):
+                    noise_snr_db=(5.0, 30.0), cache_mb=2048, with_speaker=False):
     """A `tf.data.Dataset` of `(crops, teacher embeddings)` batches for distillation.
 
     Args:
@@ -108,8 +108,10 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
         hop_s: the bank's hop; a crop starts up to half a hop before or after its window,
             whose teacher embedding it keeps.
         noise_prob, noise_snr_db, cache_mb: as `data_prep.pipeline.crop_loader`.
+        with_speaker: append each crop's speaker code (from `crops`) to its target, as
+            `siamese.losses.RelationalDistillationLoss(contrastive_weight > 0)` expects.
 
-    Shapes: crops `(batch, window_samples, 1)`, embeddings `(batch, D)`.
+    Shapes: crops `(batch, window_samples, 1)`, embeddings `(batch, D)` (`D + 1` with the speaker).
     """
     import tensorflow as tf
 
@@ -118,7 +120,7 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
     paths = manifest["path"].astype(str).to_numpy()
     use_cache = manifest["duration_s"].to_numpy(dtype=float).sum() * sample_rate * 4 <= cache_mb * 2**20
     cache = {}
-    dim = windows[0][1].shape[1]
+    dim = windows[0][1].shape[1] + int(with_speaker)
 
     def utterance(row):
         audio = cache.get(row)
@@ -128,9 +130,10 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
                 cache[row] = audio
         return audio
 
-    def load_batch(rows, crop_seed):
+    def load_batch(rows, speakers, crop_seed):
         audio = np.zeros((len(rows), length, 1), np.float32)
         targets = np.zeros((len(rows), dim), np.float32)
+        targets[:, -1] = speakers  # overwritten by the embeddings unless with_speaker
         for index, (row, seed) in enumerate(zip(rows, crop_seed)):
             rng = np.random.default_rng(int(seed))
             starts, embeddings = windows[row]
@@ -141,16 +144,17 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
             if noise_prob > 0.0 and rng.random() < noise_prob:
                 crop = normalize_level(add_noise(crop, rng.uniform(*noise_snr_db), rng))
             audio[index, :, 0] = crop
-            targets[index] = embeddings[pick]
+            targets[index, :embeddings.shape[1]] = embeddings[pick]
         return audio, targets
 
-    def tf_load_batch(rows, crop_seed):
-        audio, targets = tf.numpy_function(load_batch, [rows, crop_seed], [tf.float32, tf.float32], stateful=False)
+    def tf_load_batch(rows, speakers, crop_seed):
+        audio, targets = tf.numpy_function(load_batch, [rows, speakers, crop_seed], [tf.float32, tf.float32],
+                                           stateful=False)
         audio.set_shape((None, length, 1))
         targets.set_shape((None, dim))
         return audio, targets
 
-    columns = tuple(crops[name].to_numpy(dtype=np.int64) for name in ("row", "crop_seed"))
+    columns = tuple(crops[name].to_numpy(dtype=np.int64) for name in ("row", "speaker", "crop_seed"))
     dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size, drop_remainder=True)
     dataset = dataset.map(tf_load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -38,6 +38,7 @@ SCHEMA = {
         "teacher": str,
         "teacher_window_s": float,
         "teacher_hop_s": float,
+        "contrastive_weight": float,
     },
 }
 
@@ -67,7 +68,8 @@ OPTIONAL = {"data": {"speed_perturb": []},
             "model": {"frontend_weights": ""},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
                          "objective": "pairs", "crops_per_speaker": 4, "freeze": "none",
-                         "teacher": "resemblyzer", "teacher_window_s": 1.5, "teacher_hop_s": 0.2}}
+                         "teacher": "resemblyzer", "teacher_window_s": 1.5, "teacher_hop_s": 0.2,
+                         "contrastive_weight": 0.0}}
 
 
 # Smallest value each number may take: a zero batch size or epoch count is a
@@ -89,6 +91,7 @@ MINIMUM = {
     "training.crops_per_speaker": 2,
     "training.teacher_window_s": 0.1,
     "training.teacher_hop_s": 0.01,
+    "training.contrastive_weight": 0.0,
     "pretraining.epochs": 1,
     "pretraining.steps_per_epoch": 1,
     "pretraining.val_steps": 1,

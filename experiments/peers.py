@@ -20,7 +20,6 @@ from siamese.diarizer import DEFAULT_MODEL, Diarizer, DiarizerSettings, sidecar_
 PEERS = ("resemblyzer",)
 MISSING = "resemblyzer is not installed: pip install torch==2.13.0 && pip install --no-deps -r requirements-peers.txt"
 CALIBRATION_GRID = (0.1, 1.8, 0.02)  # clustering thresholds tried, as experiments.release does
-VAL_CONVERSATIONS, TEST_CONVERSATIONS = 30, 20  # experiments.release's defaults
 
 
 def import_resemblyzer():
@@ -105,20 +104,20 @@ def load_peer(name, settings_path=None):
     return ResemblyzerDiarizer.load(settings_path)
 
 
-def heldout_data(manifests, heldout, sample_rate, val_conversations=VAL_CONVERSATIONS,
-                 test_conversations=TEST_CONVERSATIONS):
+def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_conversations=None):
     """{split: (conversations folder, trials file)} that experiments.release calibrates and measures on.
 
-    Same seeds and sizes as release, so a run folder it released is reused as it is
-    and a fresh one gets the same data. Nothing present is rewritten.
+    Same seeds and sizes as release (unless given), so a run folder it released is reused
+    as it is and a fresh one gets the same data. Nothing present is rewritten.
     """
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
-    from experiments.release import TEST_SEED, TRIALS_SEED, VAL_SEED
+    from experiments.release import TEST_CONVERSATIONS, TEST_SEED, TRIALS_SEED, VAL_CONVERSATIONS, VAL_SEED
 
     heldout = Path(heldout)
     data = {}
-    for split, seed, count in (("val", VAL_SEED, val_conversations), ("test", TEST_SEED, test_conversations)):
+    sizes = (val_conversations or VAL_CONVERSATIONS, test_conversations or TEST_CONVERSATIONS)
+    for split, seed, count in (("val", VAL_SEED, sizes[0]), ("test", TEST_SEED, sizes[1])):
         conversations, trials = heldout / f"{split}_conversations", heldout / f"{split}_trials" / "trials.txt"
         if not (conversations / "conversations.csv").is_file():
             write_conversations(manifests[split], conversations, num_conversations=count, seed=seed, sample_rate=sample_rate)

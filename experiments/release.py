@@ -26,6 +26,7 @@ import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 from experiments.config import ConfigError, load_config
 
 VAL_SEED, TEST_SEED, TRIALS_SEED = 1, 2, 3
+VAL_CONVERSATIONS, TEST_CONVERSATIONS = 100, 100  # with 30 the calibrated count threshold did not carry over to test
 WINDOWS_S = (1.0, 1.5)  # embedding windows tried during calibration, in seconds (longer ones cost speed)
 PENALTIES = (0.5, 1.0, 2.0)  # resegmentation switch penalties tried during calibration
 # Speech detectors whose settings calibration tries (the lowest missed + false alarm speech on the
@@ -123,10 +124,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.release", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="training run folder (holds config.yaml, tower.keras, manifests/)")
     parser.add_argument("--name", required=True, help="model name: writes models/<name>.keras/.json/.md, results/<name>/")
-    parser.add_argument("--val-conversations", type=int, default=100,
+    parser.add_argument("--val-conversations", type=int, default=VAL_CONVERSATIONS,
                         help="simulated validation conversations (default 100: with 30 the calibrated count threshold "
                         "varied enough to reverse choices on test)")
-    parser.add_argument("--test-conversations", type=int, default=100, help="simulated test conversations")
+    parser.add_argument("--test-conversations", type=int, default=TEST_CONVERSATIONS, help="simulated test conversations")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="length of the speed-test recording")
     args = parser.parse_args(argv)
     import numpy as np

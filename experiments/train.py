@@ -406,8 +406,9 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
             manifests["train"], config["data"]["speed_perturb"], run_dir / "speed_perturbed", preset["sample_rate"])}
     keras.utils.set_random_seed(config["seed"])
     batch_all, distill = training["objective"] == "batch_all", training["objective"] == "distill"
-    if distill and (preset["sample_rate"] != 16000 or config["model"]["frontend_weights"] or config["data"]["speed_perturb"]):
-        raise ConfigError("objective distill needs a 16 kHz waveform tower without frozen front end or speed perturbation")
+    if distill and (preset["sample_rate"] != 16000 or config["model"]["frontend_weights"]):
+        raise ConfigError("objective distill needs a 16 kHz waveform tower without frozen front end")
+    # The teacher also hears the speed-perturbed copies: each is a new voice it describes consistently.
     banks = teacher_windows(config, manifests, run_dir) if distill else None
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
@@ -452,7 +453,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
                 # against speaker labels (batch-all) or against the teacher's similarities (distillation).
                 siamese = tower
                 siamese.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]),
-                                loss=RelationalDistillationLoss() if distill else
+                                loss=RelationalDistillationLoss(training["contrastive_weight"], training["margin"])
+                                if distill else
                                 BatchContrastiveLoss(margin=training["margin"]))
             else:
                 siamese = build_siamese(tower)
@@ -507,7 +509,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
         elif distill:
             from data_prep.teacher_bank import teacher_dataset
 
-            crops = {**audio, "window_s": training["teacher_window_s"], "hop_s": training["teacher_hop_s"]}
+            crops = {**audio, "window_s": training["teacher_window_s"], "hop_s": training["teacher_hop_s"],
+                     "with_speaker": training["contrastive_weight"] > 0}
             train_data = teacher_dataset(manifests["train"], remaining, banks["train"], batch_size=batch, **crops)
             val_data = teacher_dataset(manifests["val"], val_pairs, banks["val"], batch_size=val_batch, **crops)
         elif batch_all:

@@ -76,15 +76,27 @@ class RelationalDistillationLoss(keras.losses.Loss):
     compared (relational distillation, Park et al., CVPR 2019), so no projection head
     is needed and the student keeps its own embedding. Per row: the mean squared
     difference between the student's and the teacher's similarities to the batch.
+
+    With `contrastive_weight` > 0 the last column of `y_true` is each crop's speaker
+    code, and `BatchContrastiveLoss(margin)` on those labels is added with that weight:
+    the teacher's geometry and our own speaker labels at once.
     """
 
-    def __init__(self, name="relational_distillation_loss", **kwargs):
+    def __init__(self, contrastive_weight=0.0, margin=1.0, name="relational_distillation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.contrastive_weight, self.margin = float(contrastive_weight), float(margin)
 
     def call(self, y_true, y_pred):
         def similarities(embeddings):
             unit = embeddings / ops.sqrt(ops.sum(ops.square(embeddings), axis=1, keepdims=True) + 1e-12)
             return ops.matmul(unit, ops.transpose(unit))
 
-        teacher = similarities(ops.cast(y_true, y_pred.dtype))
-        return ops.mean(ops.square(similarities(y_pred) - teacher), axis=1)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        if self.contrastive_weight <= 0.0:
+            return ops.mean(ops.square(similarities(y_pred) - similarities(y_true)), axis=1)
+        relational = ops.mean(ops.square(similarities(y_pred) - similarities(y_true[:, :-1])), axis=1)
+        labels = BatchContrastiveLoss(margin=self.margin).call(y_true[:, -1], y_pred)
+        return relational + self.contrastive_weight * labels
+
+    def get_config(self):
+        return {**super().get_config(), "contrastive_weight": self.contrastive_weight, "margin": self.margin}

@@ -66,8 +66,10 @@ def write_test_wav(tmp_path):
 
 @pytest.fixture(scope="session")
 def shipped_model() -> Path:
-    """The model committed under models/ (trained on the vendored training speakers)."""
-    path = REPO_ROOT / "models" / "sincnet_default.keras"
+    """The model committed under models/ that the diarizer loads by default (trained on the vendored training speakers)."""
+    from siamese.diarizer import DEFAULT_MODEL
+
+    path = DEFAULT_MODEL
     if not path.is_file():
         pytest.skip("no shipped model under models/")
     return path

@@ -13,7 +13,7 @@ from data_prep.manifest import scan_librispeech
 from data_prep.pairs import sample_speaker_batches
 from data_prep.teacher_bank import build_teacher_bank, load_teacher_bank, save_teacher_bank, teacher_dataset
 from experiments.train import main as train_main
-from siamese.losses import RelationalDistillationLoss
+from siamese.losses import BatchContrastiveLoss, RelationalDistillationLoss
 
 RATE = 16000
 
@@ -38,8 +38,20 @@ def test_relational_loss_is_zero_for_the_same_geometry_and_positive_otherwise():
     loss = RelationalDistillationLoss()
     assert float(loss(teacher, student)) == pytest.approx(0.0, abs=1e-6)
     assert float(loss(teacher, rng.normal(size=(8, 6)).astype("float32"))) > 0.01
-    again = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(again, RelationalDistillationLoss)
+    again = keras.losses.deserialize(keras.losses.serialize(RelationalDistillationLoss(0.5, margin=0.8)))
+    assert isinstance(again, RelationalDistillationLoss) and (again.contrastive_weight, again.margin) == (0.5, 0.8)
+
+
+def test_contrastive_weight_adds_the_batch_contrastive_loss_on_the_last_column():
+    rng = np.random.default_rng(1)
+    teacher = rng.normal(size=(6, 5)).astype("float32")
+    student = rng.normal(size=(6, 4)).astype("float32")
+    codes = np.array([0, 0, 1, 1, 2, 2], "float32")
+    with_labels = np.concatenate([teacher, codes[:, None]], axis=1)
+    combined = float(RelationalDistillationLoss(contrastive_weight=0.3, margin=0.9)(with_labels, student))
+    expected = (float(RelationalDistillationLoss()(teacher, student))
+                + 0.3 * float(BatchContrastiveLoss(margin=0.9)(codes, student)))
+    assert combined == pytest.approx(expected, rel=1e-5)
 
 
 def test_teacher_bank_round_trip_and_refusals(tmp_path, tiny_librispeech):
@@ -79,6 +91,11 @@ def test_teacher_dataset_pairs_each_crop_with_its_windows_embedding(tmp_path, ti
     np.testing.assert_array_equal(batches[1][0], again[1][0])  # crops are a pure function of their seeds
     targets = {tuple(row) for row in bank["embedding"].astype("float32")}
     assert all(tuple(row) in targets for _, batch in batches for row in batch)
+    labelled = teacher_dataset(manifest, crops, windows, sample_rate=RATE, window_s=1.0, hop_s=0.5, batch_size=8,
+                               with_speaker=True)
+    first = next(labelled.as_numpy_iterator())[1]
+    np.testing.assert_array_equal(first[:, :-1], batches[0][1])
+    np.testing.assert_array_equal(first[:, -1], crops["speaker"].to_numpy()[:8])
 
 
 def test_distill_objective_trains_and_saves_a_bare_tower(tmp_path, tiny_librispeech, monkeypatch):
@@ -93,6 +110,7 @@ def test_distill_objective_trains_and_saves_a_bare_tower(tmp_path, tiny_librispe
     config["data"].update(root=str(tiny_librispeech), val_speakers=2, test_speakers=1)
     config["model"]["preset"] = str(tmp_path / "tiny16k.yaml")
     config["training"].update(objective="distill", teacher_window_s=0.5, teacher_hop_s=0.25, epochs=1,
+                              contrastive_weight=0.1,
                               batch_size=6, crops_per_speaker=2, pairs_per_epoch=12, val_pairs=8)
     path = tmp_path / "distill.yaml"
     path.write_text(yaml.safe_dump(config))
