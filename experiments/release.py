@@ -66,7 +66,10 @@ def model_card(name, config, facts, verification, summary, speed, settings):
         batches = (f"{facts['epochs_run']} epochs of {training['pairs_per_epoch'] // training['batch_size']} batches of "
                    f"{training['batch_size'] // training['crops_per_speaker']} speakers x {training['crops_per_speaker']} "
                    f"crops of {training['teacher_window_s']:g} s, distilled from the pretrained `{training['teacher']}` "
-                   f"(requirements-peers.txt): relational loss on every pair's cosine similarity in a batch")
+                   f"(requirements-peers.txt): relational loss on every pair's cosine similarity in a batch"
+                   + (f", plus {training['contrastive_weight']:g} x contrastive loss (margin {training['margin']:g}) on "
+                        f"speaker labels over every pair"
+                      if training.get("contrastive_weight", 0.0) > 0 else ""))
     else:
         batches = f"{facts['epochs_run']} epochs of {training['pairs_per_epoch']} fresh pairs (batch {training['batch_size']})"
     how = (f"taught by the pretrained `{training['teacher']}` to reproduce its similarities between crops of the training "

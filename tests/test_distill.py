@@ -135,3 +135,19 @@ def test_distill_refuses_a_tower_at_another_rate(tmp_path, tiny_librispeech, cap
     path.write_text(yaml.safe_dump(config))
     assert train_main(["--config", str(path)]) == 1
     assert "16 kHz" in capsys.readouterr().err
+
+
+def test_model_card_describes_a_distilled_tower():
+    from experiments.config import load_config
+    from experiments.release import model_card
+    from siamese.diarizer import DiarizerSettings
+
+    config = load_config("experiments/configs/sincnet_distilled_labels.yaml")
+    facts = {"epochs_run": 3, "best_epoch": 2, "train_wall_s": 600.0, "train_speakers": 201}
+    verification = {"trials": 10, "target_trials": 2, "eer": 0.1, "min_dcf_p0.01": 0.5, "accuracy_at_threshold": 0.9}
+    summary = [{"setting": setting, "speakers": count, "der": 0.2, "files": 5, "count_exact": 0.6}
+               for setting in ("full", "forgiving") for count in ("oracle", "estimated")]
+    card = model_card("distilled", config, facts, verification, summary, {"minutes": 5, "rtf": 0.002},
+                      DiarizerSettings(verification_threshold=0.5))
+    assert "knowledge distillation" in card and "`resemblyzer`" in card
+    assert "0.1 x contrastive loss (margin 1) on speaker labels" in card
