@@ -11,6 +11,7 @@ One subprocess test shows the same contract at the process level.
 """
 
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -245,7 +246,9 @@ def test_verify_input(name, tmp_path, speech, model, capsys, caplog):
     distance = float(line.split()[-1])
     assert math.isfinite(distance) and distance >= 0.0
     if case.same_voice:  # resampled, downmixed or re-encoded, it is still the same recording
-        assert distance < 0.1
+        # Far inside the model's own "same speaker" region: distance scales differ between models.
+        threshold = json.loads(model.with_suffix(".json").read_text())["verification_threshold"]
+        assert distance < 0.25 * threshold
     if case.warning:
         assert any(case.warning in line and path.stem in line for line in warnings_text(err, caplog).splitlines())
 
