@@ -441,7 +441,11 @@ class Diarizer:
         group = int(np.ceil(count / s.max_cluster_points))
         points = embeddings
         if group > 1:
-            points = np.add.reduceat(embeddings, np.arange(0, count, group), axis=0) / group  # (count / group, D)
+            points = np.add.reduceat(embeddings, np.arange(0, count, group), axis=0)  # (count / group, D)
+            if s.center:  # back to unit length, like the single windows the threshold was calibrated on
+                points /= np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+            else:
+                points /= group
         if num_speakers is None and s.speaker_count == "eigengap":
             num_speakers = eigengap_speaker_count(points, s.max_speakers, s.eigengap_prune)
         elif s.speaker_count not in ("threshold", "eigengap"):

@@ -292,3 +292,22 @@ def test_resegment_places_the_change_between_speakers_and_removes_flickers():
     assert [label for *_, label in tracks[:2]] == ["spk0", "spk1"] and len(tracks) == 3
     assert tracks[0][0] == 0.0 and tracks[0][1] == pytest.approx(5.0, abs=0.1)  # the change, to a frame
     assert tracks[1][1] == 10.0 and tracks[2][:2] == (11.0, 11.5)  # turns stay inside the speech regions
+
+
+
+def test_two_stage_points_stay_on_the_unit_sphere_the_threshold_was_calibrated_on(monkeypatch):
+    """Averages of centred unit windows are shorter than a window; clustering sees them re-normalised."""
+    import siamese.diarizer
+
+    rng = np.random.default_rng(11)
+    embeddings = rng.normal(size=(2400, 32))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    clustered = []
+    pdist = siamese.diarizer.pdist
+    monkeypatch.setattr(siamese.diarizer, "pdist", lambda points, **kw: clustered.append(points) or pdist(points, **kw))
+    settings = {"clustering": "ahc", "resegment": None, "threshold": 1.2, "hop_s": 0.25, "max_cluster_points": 400}
+    Diarizer(None, DiarizerSettings(**settings, center=True)).cluster(embeddings)
+    Diarizer(None, DiarizerSettings(**settings, center=False)).cluster(embeddings)
+    centred, plain = clustered
+    assert len(centred) == 400 and np.allclose(np.linalg.norm(centred, axis=1), 1.0)
+    np.testing.assert_allclose(plain, embeddings.reshape(400, 6, 32).mean(axis=1))  # uncentred: plain averages
