@@ -267,22 +267,24 @@ def webrtc_vad(
     num_frames = -(-audio.size // frame)
     vad = webrtcvad.Vad(aggressiveness)
     is_speech = np.zeros(num_frames, dtype=bool)
+    energy_db = np.zeros(num_frames)  # of the same frames, for the noise-floor condition
+    hop_s = frame / _MODEL_RATE
     heard = False  # any non-zero sample at all (digital silence has no speech)
-    block = 20_000  # frames converted to 16-bit PCM at a time: long recordings never exist twice in memory
+    block = 20_000  # frames handled at a time: a long recording never exists twice in memory
     for first in range(0, num_frames, block):
         count = min(block, num_frames - first)
-        pcm = np.round(np.clip(audio[first * frame:(first + count) * frame], -1.0, 1.0) * 32767).astype(np.int16)
-        pcm = np.pad(pcm, (0, count * frame - pcm.size))
+        chunk = np.clip(audio[first * frame:(first + count) * frame], -1.0, 1.0)
+        chunk = np.pad(chunk, (0, count * frame - chunk.size))  # the last frame zero-padded
+        pcm = np.round(chunk * 32767).astype(np.int16)
         heard = heard or bool(pcm.any())
         data = pcm.tobytes()
         step = 2 * frame  # bytes per frame
         is_speech[first:first + count] = [vad.is_speech(data[i * step:(i + 1) * step], _MODEL_RATE) for i in range(count)]
+        if noise_margin_db is not None:
+            energy_db[first:first + count] = frame_energy_db(chunk, _MODEL_RATE, frame_s=hop_s, hop_s=hop_s)
     if not heard:
         return []
-    hop_s = frame / _MODEL_RATE
-    if noise_margin_db is not None:  # the same frames, the last one zero-padded as for WebRTC
-        padded = np.pad(np.clip(audio, -1.0, 1.0), (0, num_frames * frame - audio.size))
-        energy_db = frame_energy_db(padded, _MODEL_RATE, frame_s=hop_s, hop_s=hop_s)
+    if noise_margin_db is not None:
         is_speech &= energy_db > _noise_floor_db(energy_db) + noise_margin_db
     return _merge_frames(
         is_speech,

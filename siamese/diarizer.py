@@ -225,7 +225,7 @@ class Diarizer:
             audio = load_audio(audio_or_path, self.settings.sample_rate)
         else:
             audio = np.array(audio_or_path, dtype=np.float32)
-        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        peak = max(float(audio.max()), -float(audio.min())) if audio.size else 0.0  # no |audio| copy of a long file
         if peak > 0.0:
             audio *= 0.9 / peak
         return audio
