@@ -58,33 +58,54 @@ def random_crop(path, duration_s, window_s, sample_rate, rng, min_activity=0.6, 
     return normalize_level(best).astype(np.float32)
 
 
+def utterance_cache(manifest, *, sample_rate, cache_mb=2048):
+    """`cached(row)`: manifest row `row` decoded at `sample_rate`, once, or None if nothing is cached.
+
+    Utterances are kept only when the whole manifest, decoded, fits in `cache_mb` MB;
+    the choice is made once for the whole manifest, so crops never depend on timing.
+    Without the cache, callers read from the file.
+    """
+    paths = manifest["path"].astype(str).to_numpy()
+    offsets, lengths = utterance_spans(manifest)
+    durations = np.where(np.isnan(lengths), manifest["duration_s"].to_numpy(dtype=float), lengths)
+    use_cache = durations.sum() * sample_rate * 4 <= cache_mb * 2**20
+    cache = {}  # manifest row -> whole utterance at sample_rate; filled lazily by the loader threads
+
+    def cached(row):
+        if not use_cache:
+            return None
+        audio = cache.get(row)
+        if audio is None:
+            audio = cache[row] = load_utterance(paths[row], sample_rate, offsets[row], lengths[row])
+        return audio
+
+    return cached
+
+
+def maybe_noisy(crop, rng, noise_prob, noise_snr_db):
+    """`crop` with white, pink or brown noise at an SNR drawn from `noise_snr_db`, with probability `noise_prob`."""
+    if noise_prob > 0.0 and rng.random() < noise_prob:
+        return normalize_level(add_noise(crop, rng.uniform(*noise_snr_db), rng))
+    return crop
+
+
 def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
     """`crop(row, rng)`: one training crop of manifest row `row`, drawn with `rng`.
 
-    When the whole manifest, decoded at `sample_rate`, fits in `cache_mb` MB, each
-    utterance is decoded once and crops are sliced from memory; otherwise every crop
-    is seek-read from its file. The choice is made once for the whole manifest, so
-    crops never depend on timing. With probability `noise_prob` a crop gets white,
+    Crops are sliced from memory when `utterance_cache` keeps the utterances, otherwise
+    seek-read from their files. With probability `noise_prob` a crop gets white,
     pink or brown background noise at an SNR drawn from `noise_snr_db`.
     """
     paths = manifest["path"].astype(str).to_numpy()
     durations = manifest["duration_s"].to_numpy(dtype=float)
     offsets, lengths = utterance_spans(manifest)  # segments of files: crops stay inside them
     durations = np.where(np.isnan(lengths), durations, lengths)  # a segment's exact length, not rounded to ms
-    use_cache = durations.sum() * sample_rate * 4 <= cache_mb * 2**20
-    cache = {}  # manifest row -> whole utterance at sample_rate; filled lazily by the loader threads
+    cached = utterance_cache(manifest, sample_rate=sample_rate, cache_mb=cache_mb)
 
     def crop(row, rng):
-        audio = None
-        if use_cache:
-            audio = cache.get(row)
-            if audio is None:
-                audio = cache[row] = load_utterance(paths[row], sample_rate, offsets[row], lengths[row])
-        clean = random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=audio,
+        clean = random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=cached(row),
                             offset_s=offsets[row], segment=not np.isnan(lengths[row]))
-        if noise_prob > 0.0 and rng.random() < noise_prob:
-            return normalize_level(add_noise(clean, rng.uniform(*noise_snr_db), rng))
-        return clean
+        return maybe_noisy(clean, rng, noise_prob, noise_snr_db)
 
     return crop
 

@@ -13,9 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.audio import atomic_path, normalize_level
-from data_prep.augment import add_noise
 from data_prep.manifest import load_utterance, utterance_spans
-from data_prep.pipeline import frame_activity
+from data_prep.pipeline import frame_activity, maybe_noisy, utterance_cache
 
 MIN_ACTIVITY = 0.6  # as training crops: windows with fewer active frames are left out of the bank
 
@@ -107,7 +106,7 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
         windows: `load_teacher_bank`'s per-row `(starts, embeddings)`.
         hop_s: the bank's hop; a crop starts up to half a hop before or after its window,
             whose teacher embedding it keeps.
-        noise_prob, noise_snr_db, cache_mb: as `data_prep.pipeline.crop_loader`.
+        noise_prob, noise_snr_db, cache_mb: as `data_prep.pipeline.crop_loader` (`utterance_cache`, `maybe_noisy`).
         with_speaker: append each crop's speaker code (from `crops`) to its target, as
             `siamese.losses.RelationalDistillationLoss(contrastive_weight > 0)` expects.
 
@@ -118,17 +117,12 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
     length, half_hop = int(round(window_s * sample_rate)), int(round(hop_s * sample_rate / 2))
     offsets, lengths = utterance_spans(manifest)
     paths = manifest["path"].astype(str).to_numpy()
-    use_cache = manifest["duration_s"].to_numpy(dtype=float).sum() * sample_rate * 4 <= cache_mb * 2**20
-    cache = {}
+    cached = utterance_cache(manifest, sample_rate=sample_rate, cache_mb=cache_mb)
     dim = windows[0][1].shape[1] + int(with_speaker)
 
     def utterance(row):
-        audio = cache.get(row)
-        if audio is None:
-            audio = load_utterance(paths[row], sample_rate, offsets[row], lengths[row])
-            if use_cache:
-                cache[row] = audio
-        return audio
+        audio = cached(row)
+        return load_utterance(paths[row], sample_rate, offsets[row], lengths[row]) if audio is None else audio
 
     def load_batch(rows, speakers, crop_seed):
         audio = np.zeros((len(rows), length, 1), np.float32)
@@ -141,9 +135,7 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
             whole = utterance(row)
             start = int(np.clip(starts[pick] + rng.integers(-half_hop, half_hop + 1), 0, max(0, len(whole) - length)))
             crop = normalize_level(np.pad(whole[start:start + length], (0, max(0, start + length - len(whole)))))
-            if noise_prob > 0.0 and rng.random() < noise_prob:
-                crop = normalize_level(add_noise(crop, rng.uniform(*noise_snr_db), rng))
-            audio[index, :, 0] = crop
+            audio[index, :, 0] = maybe_noisy(crop, rng, noise_prob, noise_snr_db)
             targets[index, :embeddings.shape[1]] = embeddings[pick]
         return audio, targets
 

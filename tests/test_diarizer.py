@@ -294,7 +294,6 @@ def test_resegment_places_the_change_between_speakers_and_removes_flickers():
     assert tracks[1][1] == 10.0 and tracks[2][:2] == (11.0, 11.5)  # turns stay inside the speech regions
 
 
-
 def test_two_stage_points_stay_on_the_unit_sphere_the_threshold_was_calibrated_on(monkeypatch):
     """Averages of centred unit windows are shorter than a window; clustering sees them re-normalised."""
     import siamese.diarizer
