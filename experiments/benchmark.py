@@ -162,7 +162,7 @@ def describe(values):
 def calibrated(settings):
     """What calibration on validation speakers chose, in words."""
     text = (f"window {settings.window_s} s, clustering threshold {settings.threshold}, "
-            f"verification threshold {settings.verification_threshold}")
+            f"smallest speaker {settings.min_cluster_s} s, verification threshold {settings.verification_threshold}")
     resegment = getattr(settings, "resegment", None)
     return text + (f", switch penalty {resegment['switch_penalty']}" if resegment else "")
 
@@ -227,8 +227,8 @@ def side_by_side(args, argv):
     table = comparison_table(comparison_rows(scores, speed, speakers), model.stem, args.peer)
     command = " ".join(["python -m experiments.benchmark", *(sys.argv[1:] if argv is None else argv)])
     s, p = project.settings, peer.settings
-    steps = {key: getattr(s, key) for key in ("clustering", "center", "min_cluster_s") if hasattr(s, key)}
-    if getattr(s, "resegment", None):  # its switch penalty is calibrated per system, see below
+    steps = {key: getattr(s, key) for key in ("clustering", "center") if hasattr(s, key)}
+    if getattr(s, "resegment", None):  # its switch penalty (and smallest speaker) are calibrated per system, see below
         steps["resegment"] = {key: value for key, value in s.resegment.items() if key != "switch_penalty"}
     report = f"""# Peer benchmark: `{model.stem}` and {args.peer} {version(args.peer)}
 

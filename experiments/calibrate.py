@@ -5,7 +5,7 @@
 With `--vad`, first chooses the speech detector setting (among those of
 experiments.compare_vad for the named detectors) with the lowest missed + false
 alarm speech. Then chooses the agglomerative-clustering threshold (and, with `--windows`, the
-embedding window) that minimises the total DER
+embedding window, with `--min-cluster`, the least speech a speaker needs) that minimises the total DER
 ("full": collar 0, overlap scored) with the number of speakers estimated, and,
 given labelled trials, the verification threshold at their equal error rate.
 Both are stored in the model's sidecar JSON (`<model>.json`), next to the model.
@@ -59,10 +59,11 @@ def calibrate_vad(diarizer, recordings, methods):
     return best
 
 
-def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None):
-    """Sets the (window, switch penalty, threshold) with the lowest development DER; returns that DER.
+def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None, min_clusters_s=None):
+    """Sets the (window, switch penalty, smallest speaker, threshold) with the lowest development DER; returns that DER.
 
-    `penalties` (resegmentation switch penalties) are only tried when the settings resegment.
+    `penalties` (resegmentation switch penalties) are only tried when the settings resegment;
+    `min_clusters_s` (the least speech a cluster needs to count as a speaker) default to the settings' own.
     """
     best = None
     for window_s in windows_s:
@@ -71,10 +72,13 @@ def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None):
         for penalty in (penalties or [None]) if diarizer.settings.resegment else [None]:
             if penalty is not None:
                 diarizer.settings.resegment = {**diarizer.settings.resegment, "switch_penalty": penalty}
-            totals = sweep_threshold(diarizer, embedded, grid)
-            if best is None or totals.min() < best[0]:
-                best = (float(totals.min()), window_s, penalty, round(float(grid[int(totals.argmin())]), 4))
-    _, diarizer.settings.window_s, penalty, diarizer.settings.threshold = best
+            for min_cluster_s in min_clusters_s or [diarizer.settings.min_cluster_s]:
+                diarizer.settings.min_cluster_s = min_cluster_s
+                totals = sweep_threshold(diarizer, embedded, grid)
+                if best is None or totals.min() < best[0]:
+                    best = (float(totals.min()), window_s, penalty, min_cluster_s,
+                            round(float(grid[int(totals.argmin())]), 4))
+    _, diarizer.settings.window_s, penalty, diarizer.settings.min_cluster_s, diarizer.settings.threshold = best
     if penalty is not None:
         diarizer.settings.resegment = {**diarizer.settings.resegment, "switch_penalty": penalty}
     return best[0]
@@ -89,6 +93,9 @@ def main(argv=None):
     parser.add_argument("--grid", type=float, nargs=3, default=(0.1, 1.8, 0.02), metavar=("START", "STOP", "STEP"),
                         help="thresholds to try (default 0.1 1.8 0.02)")
     parser.add_argument("--windows", type=float, nargs="+", help="embedding window lengths to try, in seconds "
+                        "(default: keep the model's)")
+    parser.add_argument("--min-cluster", type=float, nargs="+", metavar="SECONDS",
+                        help="least speech a cluster needs to count as a speaker, values to try "
                         "(default: keep the model's)")
     parser.add_argument("--vad", nargs="+", choices=("energy", "webrtc", "webrtc-trimmed", "silero"),
                         help="speech detectors whose settings to try (default: keep the model's)")
@@ -107,7 +114,8 @@ def main(argv=None):
             vad = calibrate_vad(diarizer, recordings, args.vad)
             print(f"speech detection {diarizer.settings.vad} (development missed {vad['missed']:.2%}, "
                   f"false alarm {vad['false_alarm']:.2%})")
-        der = calibrate_clustering(diarizer, recordings, args.windows or [diarizer.settings.window_s], grid)
+        der = calibrate_clustering(diarizer, recordings, args.windows or [diarizer.settings.window_s], grid,
+                                   min_clusters_s=args.min_cluster)
         if args.trials:
             diarizer.settings.verification_threshold = score_trials(diarizer, args.trials)["eer_threshold"]
     except (OSError, ValueError, AudioError) as error:
@@ -115,7 +123,8 @@ def main(argv=None):
         return 1
     with atomic_path(sidecar_path(args.model or DEFAULT_MODEL)) as tmp:
         diarizer.settings.to_file(tmp)
-    print(f"window {diarizer.settings.window_s} s, clustering threshold {diarizer.settings.threshold} "
+    print(f"window {diarizer.settings.window_s} s, clustering threshold {diarizer.settings.threshold}, "
+          f"smallest speaker {diarizer.settings.min_cluster_s} s "
           f"(development DER full, estimated count: {der:.2%})")
     if args.trials:
         print(f"verification threshold {diarizer.settings.verification_threshold:.4f}")

@@ -31,7 +31,7 @@ SETTINGS = {
     # noise_margin_db); the settings it runs name the detector, so a sidecar stores method "webrtc".
     "webrtc-trimmed": [(f"aggressiveness={value}, noise_margin_db={margin}",
                         {"method": "webrtc", "aggressiveness": value, "noise_margin_db": margin})
-                       for value in (0, 1) for margin in (3.0, 6.0)],
+                       for value in (0, 1) for margin in (1.0, 2.0, 3.0, 6.0)],
     "silero": [(f"threshold={value}", {"threshold": value}) for value in (0.2, 0.3, 0.5)],
 }
 SAMPLE_RATE = 16000

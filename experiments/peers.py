@@ -128,13 +128,13 @@ def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_c
 
 
 def calibrate(diarizer, conversations, trials):
-    """Window, clustering threshold, switch penalty and verification threshold on validation data, as release does."""
+    """Window, switch penalty, smallest speaker, clustering and verification thresholds on validation data, as release does."""
     from experiments.calibrate import calibrate_clustering
     from experiments.evaluate import annotated_recordings, score_trials
-    from experiments.release import PENALTIES, WINDOWS_S
+    from experiments.release import MIN_CLUSTERS_S, PENALTIES, WINDOWS_S
 
     recordings = annotated_recordings(conversations, conversations)
-    der = calibrate_clustering(diarizer, recordings, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES)
+    der = calibrate_clustering(diarizer, recordings, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES, MIN_CLUSTERS_S)
     verification = score_trials(diarizer, trials)
     diarizer.settings.verification_threshold = round(verification["eer_threshold"], 4)
     return {"val_der_full_estimated": der, "val_eer": verification["eer"]}
@@ -150,13 +150,14 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, reca
     from importlib.metadata import version
 
     from data_prep.audio import atomic_path
-    from experiments.release import PENALTIES, WINDOWS_S
+    from experiments.release import MIN_CLUSTERS_S, PENALTIES, WINDOWS_S
 
     base = DiarizerSettings.from_file(base_settings_path)
     base.shared_frames = False  # never used by the peer (see `frame_split`); said so in its settings
     data = [Path(conversations) / "conversations.csv", Path(trials)]
     origin = {"base": asdict(base), "peer": f"{name} {version(name)}", "grid": list(CALIBRATION_GRID),
               "windows": list(WINDOWS_S), "penalties": list(PENALTIES),
+              "min_clusters_s": list(MIN_CLUSTERS_S),
               "validation": {str(path): hashlib.sha1(path.read_bytes()).hexdigest() for path in data}}
     cache = Path(cache)
     if cache.is_file() and not recalibrate:

@@ -4,8 +4,8 @@
 
 1. copies the run's `tower.keras` to `models/<name>.keras`;
 2. simulates conversations and cuts trials from the run's *validation* speakers,
-   and calibrates the speech detector setting, the embedding window and the clustering
-   and verification thresholds on them
+   and calibrates the speech detector setting, the embedding window, the smallest speaker
+   and the clustering and verification thresholds on them
    (stored in `models/<name>.json`);
 3. simulates conversations and cuts trials from the run's *test* speakers and
    measures EER, DER (full and forgiving, oracle and estimated speaker count)
@@ -29,6 +29,9 @@ VAL_SEED, TEST_SEED, TRIALS_SEED = 1, 2, 3
 VAL_CONVERSATIONS, TEST_CONVERSATIONS = 100, 100  # with 30 the calibrated count threshold did not carry over to test
 WINDOWS_S = (1.0, 1.5)  # embedding windows tried during calibration, in seconds (longer ones cost speed)
 PENALTIES = (0.5, 1.0, 2.0)  # resegmentation switch penalties tried during calibration
+# Least speech a cluster needs to be a speaker, tried during calibration: at 2 s two-speaker conversations
+# were often split in three, at 3-4 s fewer were (results/speaker_count.md).
+MIN_CLUSTERS_S = (2.0, 3.0, 4.0, 5.0)
 # Speech detectors whose settings calibration tries (the lowest missed + false alarm speech on the
 # validation conversations wins). Silero is left out: alone it costs a real-time factor of about 0.009
 # on this CPU, above the whole pipeline's 0.005 budget (results/vad_comparison.md).
@@ -168,7 +171,8 @@ def main(argv=None):
     val_recordings = annotated_recordings(heldout / "val_conversations", heldout / "val_conversations")
     vad = calibrate_vad(diarizer, val_recordings, VAD_METHODS)
     print(f"speech detection {diarizer.settings.vad}: missed {vad['missed']:.2%}, false alarm {vad['false_alarm']:.2%}")
-    val_der = calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02), PENALTIES)
+    val_der = calibrate_clustering(diarizer, val_recordings, WINDOWS_S, np.arange(0.1, 1.8, 0.02), PENALTIES,
+                                   MIN_CLUSTERS_S)
     val_verification = score_trials(diarizer, val_trials)
     diarizer.settings.verification_threshold = round(val_verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": val_der, "val_eer": val_verification["eer"],

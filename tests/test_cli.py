@@ -142,10 +142,13 @@ def test_calibrate_chooses_speech_detection_and_threshold_beside_a_copy(tmp_path
     assert 0.5 <= settings["threshold"] < 1.2
     assert sidecar_path(DEFAULT_MODEL).read_text() == shipped  # only the copy's sidecar changed
     # The trimmed WebRTC settings are stored as the detector they run (a sidecar names real detectors).
+    # The smallest speaker is chosen from the values given, with the threshold.
     assert calibrate_main(["--model", str(model), "--audio", folder, "--rttm", folder, "--vad", "webrtc-trimmed",
-                           "--grid", "0.5", "1.2", "0.1"]) == 0
+                           "--grid", "0.5", "1.2", "0.1", "--min-cluster", "2", "30"]) == 0
     settings = json.loads(sidecar_path(model).read_text())
-    assert settings["vad"]["method"] == "webrtc" and settings["vad"]["noise_margin_db"] in (3.0, 6.0)
+    assert settings["vad"]["method"] == "webrtc" and settings["vad"]["noise_margin_db"] in (1.0, 2.0, 3.0, 6.0)
+    # 30 s of speech per speaker would leave one speaker in conversations of several: 2 s wins.
+    assert settings["min_cluster_s"] == 2.0
     from siamese.diarizer import Diarizer
 
     assert Diarizer.load(model).diarize(test_conversations["wav_path"][0]).labels()
@@ -187,3 +190,18 @@ def test_diarize_takes_given_speech_regions(shipped_model, test_conversations):
     annotation = Diarizer.load().diarize(test_conversations["wav_path"][0], regions=[(2.0, 6.0), (8.0, 12.0), (99, 1e6)])
     timeline = annotation.get_timeline().support()
     assert timeline and timeline[0].start >= 2.0 and timeline[-1].end <= 12.0 + 1e-6
+
+
+def test_compare_counting_reports_every_estimator_without_changing_the_model(tmp_path, shipped_model, test_conversations):
+    from experiments.compare_counting import ESTIMATORS, main as counting_main
+    from siamese.diarizer import DEFAULT_MODEL, sidecar_path
+
+    shipped = sidecar_path(DEFAULT_MODEL).read_text()
+    folder = str(test_conversations["wav_path"][0]).rsplit("/", 1)[0]
+    out = tmp_path / "count.md"
+    assert counting_main(["--audio", folder, "--rttm", folder, "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "/3 (" in line]
+    assert len(rows) == len(ESTIMATORS) - 1  # the calibrated smallest speaker is one of the grid's, listed once
+    assert rows[0].startswith("| threshold (calibrated, smallest speaker")
+    assert sum(row.startswith("| eigengap") for row in rows) == 3
+    assert sidecar_path(DEFAULT_MODEL).read_text() == shipped
