@@ -21,7 +21,7 @@ import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 ESTIMATORS = [("threshold", {}), *[("threshold", {"min_cluster_s": seconds}) for seconds in (2.0, 3.0, 4.0, 5.0)],
               *[("eigengap", {"eigengap_prune": prune}) for prune in (0.1, 0.2, 0.3)]]
 
-NAMES = {"min_cluster_s": "smallest speaker, s", "eigengap_prune": "prune"}
+NAMES = {"min_cluster_s": "smallest speaker {} s", "eigengap_prune": "prune {}"}
 
 
 def main(argv=None):
@@ -57,7 +57,7 @@ def main(argv=None):
             exact += len(hypothesis.labels()) == len(reference.labels())
             result = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])
             errors, scored = errors + result["der"] * result["scored_s"], scored + result["scored_s"]
-        name = method + "".join(f" ({NAMES[key]} {value})" for key, value in options.items())
+        name = method + "".join(f" ({NAMES[key].format(value)})" for key, value in options.items())
         if not options:
             name += f" (calibrated, smallest speaker {shipped.min_cluster_s} s)"
         lines.append(f"| {name} | {exact}/{len(recordings)} ({exact / len(recordings):.0%}) | {errors / scored:.2%} |")

@@ -102,7 +102,8 @@ def model_card(name, config, facts, verification, summary, speed, settings):
 ## Calibrated settings (validation speakers)
 - Speech detection: `{settings.vad}`.
 - Windows of {settings.window_s} s every {settings.hop_s} s; embeddings centred per recording: {settings.center}.
-- Speaker count: average-linkage AHC cut at {settings.threshold}; split: {settings.clustering};
+- Speaker count: average-linkage AHC cut at {settings.threshold}, a speaker needs {settings.min_cluster_s} s of windows;
+  split: {settings.clustering};
   resegmentation: {settings.resegment or 'none'}.
 - Verification threshold {settings.verification_threshold:.4f} (equal error rate point of validation trials).
 

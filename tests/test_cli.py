@@ -205,3 +205,22 @@ def test_compare_counting_reports_every_estimator_without_changing_the_model(tmp
     assert rows[0].startswith("| threshold (calibrated, smallest speaker")
     assert sum(row.startswith("| eigengap") for row in rows) == 3
     assert sidecar_path(DEFAULT_MODEL).read_text() == shipped
+
+
+def test_compare_pipeline_scores_every_step_and_calibrates_the_smallest_speaker_last(
+        tmp_path, monkeypatch, shipped_model, test_conversations):
+    import pandas as pd
+
+    import experiments.compare_pipeline as compare_pipeline
+
+    monkeypatch.setattr(compare_pipeline, "WINDOWS_S", (1.0,))  # one window and penalty, a coarse grid: fast
+    monkeypatch.setattr(compare_pipeline, "PENALTIES", (1.0,))
+    monkeypatch.setattr(compare_pipeline, "GRID", (0.6, 1.6, 0.2))
+    folder = str(test_conversations["wav_path"][0]).rsplit("/", 1)[0]
+    out = tmp_path / "steps.md"
+    assert compare_pipeline.main(["--dev", folder, "--test", folder, "--out", str(out)]) == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table["step"]) == [label for label, _ in compare_pipeline.STEPS]
+    assert (table["min_cluster_s"].iloc[:-1] == 2.0).all() and table["min_cluster_s"].iloc[-1] in (2.0, 3.0, 4.0, 5.0)
+    assert table["test_der_full_est"].between(0.0, 1.0).all()
+    assert "| + smallest speaker calibrated (2-5 s) |" in out.read_text()
