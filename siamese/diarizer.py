@@ -48,8 +48,8 @@ class DiarizerSettings:
     speaker_count: str = "threshold"  # without a given count: "threshold" (cut the dendrogram) or "eigengap"
     eigengap_prune: float = 0.2  # eigengap and spectral clustering: share of each window's strongest affinities kept
     max_speakers: int = 10  # eigengap: largest count considered
-    # How windows are split once the count is known: "ahc" or "spectral"; spectral, centring and
-    # resegmentation each lowered validation DER (results/pipeline_steps.md).
+    # How windows are split once the count is known: "ahc" or "spectral"; centring and resegmentation
+    # lowered validation DER, the spectral split DER with the oracle count (results/pipeline_steps.md).
     clustering: str = "spectral"
     # Subtract the recording's mean embedding (and renormalise) before clustering: what all windows
     # of a recording share (channel, noise, level) is not what tells its speakers apart.
@@ -119,8 +119,8 @@ def spectral_labels(embeddings, num_speakers, prune=0.2):
 
     Same pruned affinity as `eigengap_speaker_count`, a symmetric normalised Laplacian,
     and k-means on the row-normalised eigenvectors of its smallest eigenvalues
-    (Ng, Jordan & Weiss, 2002). On validation conversations it splits windows better
-    than average-linkage AHC once the count is known (results/resegmentation.md).
+    (Ng, Jordan & Weiss, 2002). Once the count is known it splits windows better than
+    average-linkage AHC (results/pipeline_steps.md: test DER with the oracle count 17.0% -> 15.4%).
     """
     from scipy.linalg import eigh
     from scipy.sparse import csr_matrix
