@@ -7,16 +7,18 @@ For each length, concatenates simulated conversations of test speakers into one
 recording (wav + exact RTTM), diarizes it end to end (decode, speech
 detection, embeddings, clustering) with the model already loaded and warmed
 up, and prints wall time, real-time factor (wall time / audio duration), peak
-resident memory of the process that diarized it (a fresh one per length) and
-the DER (full setting, estimated count; long recordings reuse the same test
-speakers across many conversations, so their speaker count is large).
+resident memory of the process that diarized it (a fresh one per length), the
+seconds spent in each step (`Diarizer.stage_seconds`) and the DER (full setting,
+estimated count; long recordings reuse the same test speakers across many
+conversations, so their speaker count is large).
 
 With `--peer`, the peer's embeddings go through the same speech detection and
 clustering (experiments/peers.py), and both systems are measured in one run on
 the run's held-out data, as experiments.release builds it: thresholds calibrated
 on validation speakers, then EER on the test trials, DER on the test
-conversations and the real-time factor on the long recording; the table, with
-the peer/project ratios, also goes to `--report`.
+conversations, the real-time factor of each step on the test conversations
+(how much of the time the embeddings take) and on the long recording; the
+table, with the peer/project ratios, also goes to `--report`.
 """
 
 import argparse
@@ -92,11 +94,27 @@ def measure(model, shared_frames, wav, uri, peer=None):
     if shared_frames is not None:
         diarizer.settings.shared_frames = shared_frames
     diarizer.diarize(load_audio(wav, diarizer.settings.sample_rate, duration_s=60.0), uri="warmup")  # not timed
+    diarizer.stage_seconds.clear()
     started = time.perf_counter()
     hypothesis = diarizer.diarize(wav, uri=uri)
     wall_s = time.perf_counter() - started
     peak_mb = peak_rss_mb()
-    return wall_s, peak_mb, hypothesis, diarizer.settings.shared_frames
+    return wall_s, peak_mb, hypothesis, diarizer.settings.shared_frames, dict(diarizer.stage_seconds)
+
+
+STAGES = ("decode", "speech", "embeddings", "clustering", "turns")  # Diarizer.stage_seconds keys, in pipeline order
+
+
+def stage_rtf(diarizer, paths):
+    """Real-time factor of each step of one diarization per file, summed over `paths` (model warm)."""
+    import soundfile
+
+    diarizer.diarize(paths[0], uri="warmup")
+    diarizer.stage_seconds.clear()
+    for path in paths:
+        diarizer.diarize(path)
+    duration_s = sum(soundfile.info(str(path)).duration for path in paths)
+    return {stage: diarizer.stage_seconds.get(stage, 0.0) / duration_s for stage in STAGES}
 
 
 def score_system(diarizer, data):
@@ -115,7 +133,7 @@ def score_system(diarizer, data):
     return verification, {(row["setting"], row["speakers"]): row for row in summarize(rows)}
 
 
-def comparison_rows(scores, speed, speakers):
+def comparison_rows(scores, speed, speakers, stages=None):
     """[(measure, condition, project value, peer value, unit)] for the side-by-side table."""
     (project_trials, project_der), (peer_trials, peer_der) = scores
     rows = [("EER", f"{project_trials['trials']} test trials of 2 s segments", project_trials["eer"], peer_trials["eer"], "%")]
@@ -129,6 +147,13 @@ def comparison_rows(scores, speed, speakers):
                  peer_der[("full", "estimated")]["count_exact"], "%"))
     rows.append(("RTF, conversations", "mean per test conversation, in process (decode to clustering)",
                  project_der[("full", "estimated")]["rtf"], peer_der[("full", "estimated")]["rtf"], "x"))
+    if stages:
+        project_stages, peer_stages = stages
+        shared = [stage for stage in STAGES if stage != "embeddings"]
+        rows.append(("RTF, conversations: embeddings", "all test conversations, one diarization each, in process",
+                     project_stages["embeddings"], peer_stages["embeddings"], "x"))
+        rows.append(("RTF, conversations: the other steps", f"same run: {', '.join(shared)}",
+                     sum(project_stages[stage] for stage in shared), sum(peer_stages[stage] for stage in shared), "x"))
     for length, reference_speakers in speakers.items():
         (wall, peak, der, found), (peer_wall, peer_peak, peer_der_long, peer_found) = speed[length]
         rows += [(f"RTF, {length:g} min", "end to end, warm, fresh process per system", wall[1], peer_wall[1], "x"),
@@ -206,6 +231,9 @@ def side_by_side(args, argv):
             started = time.perf_counter()
             scores.append(score_system(diarizer, data))
             print(f"{time.perf_counter() - started:.0f} s", flush=True)
+        print("timing each step on the test conversations ...", flush=True)
+        paths = sorted(Path(data["test"][0]).glob("*.wav"))
+        stages = [stage_rtf(diarizer, paths) for diarizer in (project, peer)]
         speed, speakers, context = {}, {}, multiprocessing.get_context("spawn")
         for minutes in args.minutes:
             wav, rttm = long_recording(manifests["test"], minutes, run_dir / "heldout", rate, args.seed)
@@ -216,7 +244,7 @@ def side_by_side(args, argv):
             for name, path, shared_frames, peer_name in systems:
                 print(f"{name}: timing {minutes:g} min in a fresh process ...", flush=True)
                 with context.Pool(1) as pool:
-                    wall_s, peak_mb, hypothesis, _ = pool.apply(measure, (str(path), shared_frames, str(wav), reference.uri,
+                    wall_s, peak_mb, hypothesis, _, _ = pool.apply(measure, (str(path), shared_frames, str(wav), reference.uri,
                                                                            peer_name))
                 der = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])["der"]
                 speed[minutes].append(((wall_s, wall_s / duration_s), peak_mb, der, len(hypothesis.labels())))
@@ -224,7 +252,7 @@ def side_by_side(args, argv):
     except (ConfigError, OSError, ValueError, AudioError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    table = comparison_table(comparison_rows(scores, speed, speakers), model.stem, args.peer)
+    table = comparison_table(comparison_rows(scores, speed, speakers, stages), model.stem, args.peer)
     command = " ".join(["python -m experiments.benchmark", *(sys.argv[1:] if argv is None else argv)])
     s, p = project.settings, peer.settings
     steps = {key: getattr(s, key) for key in ("clustering", "center") if hasattr(s, key)}
@@ -291,17 +319,20 @@ def main(argv=None):
     shared = None if args.shared_frames is None else args.shared_frames == "on"
     print(f"model: {model}; CPU threads available: {os.cpu_count()}; each length diarized in a fresh process "
           "(peak RSS = TensorFlow + model + one diarization)")
-    print(f"{'minutes':>8} {'shared':>7} {'wall s':>8} {'RTF':>8} {'peak RSS MB':>12} {'DER full':>9} {'speakers ref/hyp':>17}")
+    print(f"{'minutes':>8} {'shared':>7} {'wall s':>8} {'RTF':>8} {'peak RSS MB':>12} {'DER full':>9} {'speakers ref/hyp':>17}"
+          + "".join(f" {stage + ' s':>13}" for stage in STAGES))
     context = multiprocessing.get_context("spawn")
     for minutes in args.minutes:
         wav, rttm = long_recording(manifests["test"], minutes, out_dir, sample_rate, args.seed)
         reference = next(iter(read_rttm(rttm).values()))
         with context.Pool(1) as pool:
-            wall_s, peak_mb, hypothesis, used_shared = pool.apply(measure, (str(model), shared, str(wav), reference.uri))
+            wall_s, peak_mb, hypothesis, used_shared, stage_s = pool.apply(measure, (str(model), shared, str(wav),
+                                                                                       reference.uri))
         duration_s = soundfile.info(str(wav)).duration
         der = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])["der"]
         print(f"{minutes:8g} {used_shared!s:>7} {wall_s:8.2f} {wall_s / duration_s:8.4f} {peak_mb:12.0f} {der:9.2%} "
-              f"{len(reference.labels()):>8}/{len(hypothesis.labels())}", flush=True)
+              f"{len(reference.labels()):>8}/{len(hypothesis.labels()):<8}"
+              + "".join(f" {stage_s.get(stage, 0.0):13.2f}" for stage in STAGES), flush=True)
     return 0
 
 

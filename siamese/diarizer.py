@@ -10,10 +10,13 @@ saved as `.keras` works, with a JSON sidecar beside it (same stem) that holds
 the sample rate, window, hop and the calibrated clustering threshold.
 """
 
+import functools
 import hashlib
 import json
 import logging
+import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -190,6 +193,44 @@ def viterbi(scores, switch_penalty):
     return path
 
 
+_POINTWISE = ("InputLayer", "BatchNormalization", "LeakyReLU", "ReLU", "ELU", "Activation", "Dropout", "Dense")
+
+
+def receptive_field(model):
+    """Samples of input that one output frame of `model` depends on; None if not known to be finite.
+
+    Walks Conv1D, pooling and SincConv1D layers (kernel and stride); layers that act on one frame
+    at a time are skipped; anything else (a norm over time, a nested model) gives None.
+    """
+    field, jump = 1, 1
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in ("Conv1D", "SincConv1D"):
+            kernel = layer.kernel_size if kind == "SincConv1D" else layer.kernel_size[0]
+            stride = layer.stride if kind == "SincConv1D" else layer.strides[0]
+            dilation = 1 if kind == "SincConv1D" else layer.dilation_rate[0]
+        elif kind in ("MaxPooling1D", "AveragePooling1D"):
+            kernel, stride, dilation = layer.pool_size[0], layer.strides[0], 1
+        elif kind in _POINTWISE or (kind == "LayerNormalization" and np.atleast_1d(layer.axis).tolist() in ([-1], [2])):
+            continue
+        else:
+            return None
+        field += (kernel - 1) * dilation * jump
+        jump *= stride
+    return field
+
+
+def timed_stage(stage):
+    """Method decorator: the call's time goes to `self.stage_seconds[stage]` (see `Diarizer.timed`)."""
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            with self.timed(stage):
+                return method(self, *args, **kwargs)
+        return wrapper
+    return decorate
+
+
 def sidecar_path(model_path):
     return Path(model_path).with_suffix(".json")
 
@@ -209,6 +250,16 @@ class Diarizer:
         self._frontend_split = None  # built on first use, see `frontend_split`
         self._head_model = None  # (head layers, compiled model over them), see `pooled_head`
         self._spectral_memo = {}  # (points digest, count, prune) -> labels; threshold sweeps repeat counts
+        self.stage_seconds = {}  # seconds spent in each step since it was last cleared, see `timed`
+
+    @contextmanager
+    def timed(self, stage):
+        """Adds the time spent in the block to `stage_seconds[stage]`: where a diarization's time goes."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
 
     @classmethod
     def load(cls, path=None):
@@ -335,14 +386,20 @@ class Diarizer:
             embeddings.append(head.predict_on_batch(batch)[:len(begin[first:first + batch_size])])
         return np.concatenate(embeddings)  # shape: (num_windows, D)
 
-    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, context_s=1.0):
+    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0):
         """`frame_model`'s frames over a whole recording, computed in fixed-size chunks with context."""
         s = self.settings
-        # Short files get a short chunk: padding a 2 s trial segment to 30 s would cost 15 times its
-        # length. Chunk lengths are whole multiples of 5 s, so only a few shapes are ever traced.
-        chunk_s = min(chunk_s, 5.0 * max(1, int(np.ceil(len(audio) / s.sample_rate / 5.0))))
+        # As few chunks of at most `chunk_s` as the recording needs, each as short as it can be: a
+        # 44 s file is two 25 s chunks, not two of 30 s, and a 2 s trial segment one of 5 s. Chunk
+        # lengths are whole multiples of 5 s, so only a few shapes are ever traced.
+        seconds = len(audio) / s.sample_rate
+        chunks = max(1, int(np.ceil(seconds / chunk_s)))
+        chunk_s = min(chunk_s, 5.0 * max(1, int(np.ceil(seconds / chunks / 5.0))))
         chunk = int(chunk_s * s.sample_rate) // hop * hop
-        context = int(context_s * s.sample_rate) // hop * hop
+        # Context on each side: the model's receptive field plus a frame (so chunked frames equal
+        # frames of the whole recording), or 1 s when a layer is not known to be local in time.
+        field = receptive_field(frame_model)
+        context = -(-field // hop) * hop + hop if field is not None else s.sample_rate // hop * hop
         frames = None  # shape: (total_frames, channels), float32, filled chunk by chunk
         for first in range(0, max(len(audio), 1), chunk):
             # Each chunk carries `context` samples of real audio (or zeros) on both sides.
@@ -410,22 +467,25 @@ class Diarizer:
         `regions` ([(start_s, end_s)], sorted, non-overlapping) replaces the speech detector: another
         detector's output, or a reference's speech to measure the rest of the pipeline on its own.
         """
-        audio = self.load_audio(audio_or_path)
+        with self.timed("decode"):
+            audio = self.load_audio(audio_or_path)
         duration_s = len(audio) / self.settings.sample_rate
         if regions is None:
-            regions = self.speech(audio)
+            with self.timed("speech"):
+                regions = self.speech(audio)
         else:
             regions = [(max(0.0, float(b)), min(duration_s, float(e))) for b, e in regions]
             regions = [(b, e) for b, e in regions if e > b]
         if not regions:
             return Windows(np.zeros(0), [], np.zeros(0, int), np.zeros((0, 0), np.float32))
         starts, region_of = self.window_starts(regions, duration_s)
-        if self.settings.shared_frames and self.frame_split():
-            embeddings = self.embed_windows_shared(audio, starts)
-        elif self.settings.shared_frames and self.frontend_split():
-            embeddings = self.embed_windows_frontend(audio, starts)
-        else:
-            embeddings = self.embed_windows(audio, starts)
+        with self.timed("embeddings"):
+            if self.settings.shared_frames and self.frame_split():
+                embeddings = self.embed_windows_shared(audio, starts)
+            elif self.settings.shared_frames and self.frontend_split():
+                embeddings = self.embed_windows_frontend(audio, starts)
+            else:
+                embeddings = self.embed_windows(audio, starts)
         return Windows(starts, regions, region_of, embeddings)
 
     def embed_utterance(self, audio_or_path):
@@ -453,6 +513,7 @@ class Diarizer:
         centred = embeddings - embeddings.mean(axis=0)
         return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
+    @timed_stage("clustering")
     def cluster(self, embeddings, num_speakers=None, threshold=None):
         """Agglomerative clustering of window embeddings on Euclidean distances.
 
@@ -527,6 +588,7 @@ class Diarizer:
         return np.array([order[label] for label in labels], dtype=int)
 
     # 4. Labels back onto the timeline.
+    @timed_stage("turns")
     def to_annotation(self, windows, labels, uri="audio"):
         """Window labels -> speaker turns on the speech regions; same labels merge.
 

@@ -310,3 +310,43 @@ def test_two_stage_points_stay_on_the_unit_sphere_the_threshold_was_calibrated_o
     centred, plain = clustered
     assert len(centred) == 400 and np.allclose(np.linalg.norm(centred, axis=1), 1.0)
     np.testing.assert_allclose(plain, embeddings.reshape(400, 6, 32).mean(axis=1))  # uncentred: plain averages
+
+
+def test_stage_seconds_say_where_a_diarization_spends_its_time(tiny_diarizer):
+    burst = np.zeros(3 * 8000, np.float32)
+    burst[4000:20000] = np.random.default_rng(1).normal(0.0, 0.1, 16000)
+    diarizer = Diarizer(tiny_diarizer.tower, tiny_diarizer.settings)
+    diarizer.diarize(burst, num_speakers=1)
+    assert set(diarizer.stage_seconds) == {"decode", "speech", "embeddings", "clustering", "turns"}
+    assert all(seconds >= 0.0 for seconds in diarizer.stage_seconds.values())
+    first = dict(diarizer.stage_seconds)
+    diarizer.diarize(burst, num_speakers=1)  # they add up until cleared
+    assert all(diarizer.stage_seconds[stage] >= first[stage] for stage in first)
+
+
+def test_receptive_field_of_local_layers_and_none_for_a_norm_over_time():
+    import keras
+
+    from siamese.diarizer import receptive_field
+
+    inputs = keras.Input((None, 1))
+    x = keras.layers.Conv1D(4, 5, strides=2, padding="same")(inputs)  # 5 samples, then a jump of 2
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.MaxPooling1D(2)(x)  # +1 frame = +2 samples
+    x = keras.layers.Conv1D(4, 3, padding="same", dilation_rate=2)(x)  # +4 frames of 4 samples
+    assert receptive_field(keras.Model(inputs, x)) == 5 + 2 + 16
+    over_time = keras.layers.GroupNormalization(groups=4)(x)  # normalises across all frames
+    assert receptive_field(keras.Model(inputs, over_time)) is None
+
+
+@pytest.mark.parametrize("seconds", [2.0, 31.0, 44.0, 61.5])
+def test_chunked_frames_equal_the_frames_of_the_whole_recording(tiny_diarizer, seconds):
+    frame_model, _, hop, _ = tiny_diarizer.frame_split()
+    audio = np.random.default_rng(3).normal(0.0, 0.1, int(seconds * 8000)).astype(np.float32)
+    chunked = tiny_diarizer.chunked_frames(frame_model, audio, hop)
+    # Padded to whole frames: "same" pooling pads a length that is not a multiple of its stride on the left too.
+    padded = np.pad(audio, (0, -len(audio) % hop))
+    whole = np.asarray(frame_model(padded[None, :, None]))[0]
+    count = len(audio) // hop - 1  # the last frame may see the zero padding differently
+    assert len(chunked) >= count
+    np.testing.assert_allclose(chunked[1:count], whole[1:count], atol=1e-4)
