@@ -6,8 +6,9 @@
 For each length, concatenates simulated conversations of test speakers into one
 recording (wav + exact RTTM), diarizes it end to end (decode, speech
 detection, embeddings, clustering) with the model already loaded and warmed
-up, and prints wall time, real-time factor (wall time / audio duration), peak
-resident memory of the process that diarized it (a fresh one per length), the
+up (`--repeats` times, the median run reported), and prints wall time,
+real-time factor (wall time / audio duration), peak resident memory of the
+process that diarized it (a fresh one per length), the
 seconds spent in each step (`Diarizer.stage_seconds`) and the DER (full setting,
 estimated count; long recordings reuse the same test speakers across many
 conversations, so their speaker count is large).
@@ -77,9 +78,10 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(model, shared_frames, wav, uri, peer=None):
-    """Runs in a fresh process: load the model, warm up, time one diarization, report peak RSS.
+def measure(model, shared_frames, wav, uri, peer=None, repeats=1):
+    """Runs in a fresh process: load the model, warm up, time `repeats` diarizations, report peak RSS.
 
+    Returns the median run's wall time and step seconds: on a shared CPU one timing can be 40% off.
     With `peer`, `model` is the peer's settings file instead (experiments.peers).
     """
     from data_prep.audio import load_audio
@@ -94,12 +96,15 @@ def measure(model, shared_frames, wav, uri, peer=None):
     if shared_frames is not None:
         diarizer.settings.shared_frames = shared_frames
     diarizer.diarize(load_audio(wav, diarizer.settings.sample_rate, duration_s=60.0), uri="warmup")  # not timed
-    diarizer.stage_seconds.clear()
-    started = time.perf_counter()
-    hypothesis = diarizer.diarize(wav, uri=uri)
-    wall_s = time.perf_counter() - started
-    peak_mb = peak_rss_mb()
-    return wall_s, peak_mb, hypothesis, diarizer.settings.shared_frames, dict(diarizer.stage_seconds)
+    runs = []
+    for _ in range(max(1, repeats)):
+        diarizer.stage_seconds.clear()
+        diarizer._spectral_memo.clear()  # a repeat must cluster again, not remember the first run's labels
+        started = time.perf_counter()
+        hypothesis = diarizer.diarize(wav, uri=uri)
+        runs.append((time.perf_counter() - started, dict(diarizer.stage_seconds)))
+    wall_s, stage_s = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+    return wall_s, peak_rss_mb(), hypothesis, diarizer.settings.shared_frames, stage_s
 
 
 STAGES = ("decode", "speech", "embeddings", "clustering", "turns")  # Diarizer.stage_seconds keys, in pipeline order
@@ -142,7 +147,7 @@ def score_system(diarizer, data):
     return verification, {(row["setting"], row["speakers"]): row for row in summarize(rows)}
 
 
-def comparison_rows(scores, speed, speakers, stages=None):
+def comparison_rows(scores, speed, speakers, stages=None, repeats=1):
     """[(measure, condition, project value, peer value, unit)] for the side-by-side table."""
     (project_trials, project_der), (peer_trials, peer_der) = scores
     rows = [("EER", f"{project_trials['trials']} test trials of 2 s segments", project_trials["eer"], peer_trials["eer"], "%")]
@@ -167,7 +172,8 @@ def comparison_rows(scores, speed, speakers, stages=None):
                      sum(project_stages.values()), sum(peer_stages.values()), "x"))
     for length, reference_speakers in speakers.items():
         (wall, peak, der, found), (peer_wall, peer_peak, peer_der_long, peer_found) = speed[length]
-        rows += [(f"RTF, {length:g} min", "end to end, warm, fresh process per system", wall[1], peer_wall[1], "x"),
+        rows += [(f"RTF, {length:g} min", f"end to end, warm, fresh process per system, median of {repeats}",
+                  wall[1], peer_wall[1], "x"),
                  (f"wall time, {length:g} min", "seconds", wall[0], peer_wall[0], "s"),
                  (f"peak RSS, {length:g} min", "MB, whole process", peak, peer_peak, "MB"),
                  (f"DER full, {length:g} min", (f"estimated count, one long recording of {reference_speakers} speakers "
@@ -256,14 +262,14 @@ def side_by_side(args, argv):
                 print(f"{name}: timing {minutes:g} min in a fresh process ...", flush=True)
                 with context.Pool(1) as pool:
                     wall_s, peak_mb, hypothesis, _, _ = pool.apply(measure, (str(path), shared_frames, str(wav), reference.uri,
-                                                                           peer_name))
+                                                                           peer_name, args.repeats))
                 der = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])["der"]
                 speed[minutes].append(((wall_s, wall_s / duration_s), peak_mb, der, len(hypothesis.labels())))
             speakers[minutes] = len(reference.labels())
     except (ConfigError, OSError, ValueError, AudioError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    table = comparison_table(comparison_rows(scores, speed, speakers, stages), model.stem, args.peer)
+    table = comparison_table(comparison_rows(scores, speed, speakers, stages, args.repeats), model.stem, args.peer)
     command = " ".join(["python -m experiments.benchmark", *(sys.argv[1:] if argv is None else argv)])
     s, p = project.settings, peer.settings
     steps = {key: getattr(s, key) for key in ("clustering", "center") if hasattr(s, key)}
@@ -287,7 +293,8 @@ Settings come from validation speakers only. `{model.stem}` (its sidecar, from e
 Speed rows: "RTF, conversations" is the mean of the conversations' real-time factors while they are scored; the
 three rows after it come from a second pass over the same conversations, one system after the other, each step
 timed (`Diarizer.stage_seconds`). The other steps run the same code for both systems, so their time is a floor
-under any embedding's. The 5-minute rows are one timed call in a fresh process per system.
+under any embedding's. The long-recording rows time the recording {args.repeats} times after a warm-up, in a fresh
+process per system, and give the median.
 """
     print(table, end="")
     with atomic_path(args.report) as tmp:
@@ -303,6 +310,8 @@ def main(argv=None):
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="config whose split defines the test speakers")
     parser.add_argument("--out-dir", default="runs/benchmark", help="folder for the built recordings (without --peer)")
     parser.add_argument("--seed", type=int, default=7000, help="seed of the simulated conversations of the long recordings")
+    parser.add_argument("--repeats", type=int, default=3, help="timed diarizations of each long recording after "
+                        "the warm-up; the median is reported (default 3)")
     parser.add_argument("--shared-frames", choices=("on", "off"), help="override the model's shared_frames setting")
     parser.add_argument("--peer", choices=PEERS, help="also measure this peer system side by side with the model "
                         "(install it as requirements-peers.txt says)")
@@ -312,6 +321,8 @@ def main(argv=None):
                         "even if <run>/peers/<peer>.json exists")
     parser.add_argument("--report", default="results/peer_benchmark.md", help="with --peer: Markdown report path")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.peer:
         return side_by_side(args, argv)
     import multiprocessing
@@ -334,7 +345,7 @@ def main(argv=None):
         return 1
     shared = None if args.shared_frames is None else args.shared_frames == "on"
     print(f"model: {model}; CPU threads available: {os.cpu_count()}; each length diarized in a fresh process "
-          "(peak RSS = TensorFlow + model + one diarization)")
+          f"(peak RSS = TensorFlow + model + diarization), median of {args.repeats} timed runs after a warm-up")
     print(f"{'minutes':>8} {'shared':>7} {'wall s':>8} {'RTF':>8} {'peak RSS MB':>12} {'DER full':>9} {'speakers ref/hyp':>17}"
           + "".join(f" {stage + ' s':>13}" for stage in STAGES))
     context = multiprocessing.get_context("spawn")
@@ -343,7 +354,7 @@ def main(argv=None):
         reference = next(iter(read_rttm(rttm).values()))
         with context.Pool(1) as pool:
             wall_s, peak_mb, hypothesis, used_shared, stage_s = pool.apply(measure, (str(model), shared, str(wav),
-                                                                                       reference.uri))
+                                                                                       reference.uri, None, args.repeats))
         duration_s = soundfile.info(str(wav)).duration
         der = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])["der"]
         print(f"{minutes:8g} {used_shared!s:>7} {wall_s:8.2f} {wall_s / duration_s:8.4f} {peak_mb:12.0f} {der:9.2%} "

@@ -76,3 +76,22 @@ def test_flatten_towers_have_no_shared_frames():
 
     assert Diarizer(build_encoder("original")).frame_split() is None
     assert Diarizer(build_encoder("tiny"), None).frame_split() is not None
+
+
+def test_benchmark_measure_reports_the_median_run_and_its_steps(shipped_model, real_flac):
+    """What `experiments.benchmark` times in each fresh process, here in this one on a real utterance."""
+    from experiments.benchmark import STAGES, measure
+
+    wall_s, peak_mb, hypothesis, shared, stage_s = measure(str(shipped_model), None, str(real_flac), "utt", repeats=3)
+    assert wall_s > 0 and peak_mb > 0 and shared is True
+    assert hypothesis.uri == "utt" and len(hypothesis.labels()) >= 1
+    assert set(stage_s) == set(STAGES) and sum(stage_s.values()) <= wall_s * 1.01
+
+
+def test_benchmark_rejects_zero_repeats():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--repeats", "0"], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 2 and "--repeats must be at least 1" in result.stderr
