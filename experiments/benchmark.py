@@ -98,8 +98,7 @@ def measure(model, shared_frames, wav, uri, peer=None, repeats=1):
     diarizer.diarize(load_audio(wav, diarizer.settings.sample_rate, duration_s=60.0), uri="warmup")  # not timed
     runs = []
     for _ in range(max(1, repeats)):
-        diarizer.stage_seconds.clear()
-        diarizer._spectral_memo.clear()  # a repeat must cluster again, not remember the first run's labels
+        diarizer.forget()  # a repeat must cluster again, not remember the first run's labels
         started = time.perf_counter()
         hypothesis = diarizer.diarize(wav, uri=uri)
         runs.append((time.perf_counter() - started, dict(diarizer.stage_seconds)))
@@ -123,8 +122,7 @@ def stage_rtf(diarizers, paths):
     shares = []
     for diarizer in diarizers:
         diarizer.diarize(paths[0], uri="warmup")
-        diarizer.stage_seconds.clear()
-        diarizer._spectral_memo.clear()  # a clustering seen while scoring would cost nothing here
+        diarizer.forget()  # a clustering seen while scoring would cost nothing here
         for path in paths:
             diarizer.diarize(path)
         shares.append({stage: diarizer.stage_seconds.get(stage, 0.0) / duration_s for stage in STAGES})

@@ -252,6 +252,11 @@ class Diarizer:
         self._spectral_memo = {}  # (points digest, count, prune) -> labels; threshold sweeps repeat counts
         self.stage_seconds = {}  # seconds spent in each step since it was last cleared, see `timed`
 
+    def forget(self):
+        """Clears the step timings and the remembered clusterings: the next diarization costs what a first one would."""
+        self.stage_seconds.clear()
+        self._spectral_memo.clear()
+
     @contextmanager
     def timed(self, stage):
         """Adds the time spent in the block to `stage_seconds[stage]`: where a diarization's time goes."""
