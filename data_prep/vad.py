@@ -277,9 +277,9 @@ def webrtc_vad(
         chunk = np.pad(chunk, (0, count * frame - chunk.size))  # the last frame zero-padded
         pcm = np.round(chunk * 32767).astype(np.int16)
         heard = heard or bool(pcm.any())
-        data = pcm.tobytes()
+        data, classify = memoryview(pcm.tobytes()), vad.is_speech  # slices of a memoryview copy nothing
         step = 2 * frame  # bytes per frame
-        is_speech[first:first + count] = [vad.is_speech(data[i * step:(i + 1) * step], _MODEL_RATE) for i in range(count)]
+        is_speech[first:first + count] = [classify(data[i * step:(i + 1) * step], _MODEL_RATE) for i in range(count)]
         if noise_margin_db is not None:
             energy_db[first:first + count] = frame_energy_db(chunk, _MODEL_RATE, frame_s=hop_s, hop_s=hop_s)
     if not heard:

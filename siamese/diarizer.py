@@ -128,8 +128,6 @@ def spectral_labels(embeddings, num_speakers, prune=0.2):
     from scipy.linalg import eigh
     from scipy.sparse import csr_matrix
     from scipy.sparse.linalg import eigsh
-    from sklearn.cluster import KMeans
-
     count = len(embeddings)
     if num_speakers <= 1 or count <= num_speakers:
         return np.arange(count) if count <= num_speakers else np.zeros(count, dtype=int)
@@ -145,16 +143,53 @@ def spectral_labels(embeddings, num_speakers, prune=0.2):
         start = np.random.default_rng(0).uniform(0.5, 1.5, count)  # fixed start vector: reproducible labels
         _, vectors = eigsh(csr_matrix(affinity), k=num_speakers, which="LA", v0=start)
     else:
-        _, vectors = eigh(affinity, subset_by_index=[count - num_speakers, count - 1])  # shape: (count, speakers)
+        # One thread and the RRR driver: about 6x faster than the default on a conversation's few hundred windows.
+        with _thread_pools().limit(limits=1):
+            _, vectors = eigh(affinity, subset_by_index=[count - num_speakers, count - 1], driver="evr")  # (count, speakers)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    # One thread: on a few thousand points OpenMP's start-up costs 50x the work (1.1 s vs 0.02 s).
-    with _thread_pools().limit(limits=1):
-        return KMeans(num_speakers, n_init=KMEANS_RESTARTS, random_state=0).fit_predict(vectors)
+    return kmeans_labels(vectors, num_speakers)
 
 
-# k-means starts of the spectral split (best inertia wins): 3 gave the same labels as 10 on all 100
-# validation conversations at a third of the cost (the split was a fifth of diarization time).
-KMEANS_RESTARTS = 3
+# k-means starts of the spectral split (best inertia wins).
+KMEANS_RESTARTS = 10
+
+
+def kmeans_labels(points, clusters, restarts=KMEANS_RESTARTS, seed=0, max_iter=100):
+    """k-means labels of `points` (k-means++ starts, Lloyd iterations), the best of `restarts` by inertia.
+
+    Written out in NumPy because scikit-learn's KMeans costs ~10 ms a call in checks and thread
+    set-up on the ~100-1000 points of a conversation, where the arithmetic takes a fraction of that.
+    """
+    rng = np.random.default_rng(seed)
+    count = len(points)
+    norms = np.einsum("ij,ij->i", points, points)
+    trials = 2 + int(np.log(clusters))  # candidates per greedy k-means++ step (Arthur & Vassilvitskii)
+    best, best_inertia = None, np.inf
+    for _ in range(restarts):
+        chosen = [int(rng.integers(count))]
+        closest = np.maximum(norms - 2 * points @ points[chosen[0]] + norms[chosen[0]], 0.0)
+        for _ in range(1, clusters):
+            picks = np.minimum(np.searchsorted(np.cumsum(closest), rng.uniform(size=trials) * closest.sum()), count - 1)
+            squared = np.maximum(norms[picks, None] - 2 * points[picks] @ points.T + norms[None], 0.0)
+            squared = np.minimum(closest[None], squared)  # shape: (trials, points)
+            pick = int(np.argmin(squared.sum(axis=1)))
+            chosen.append(int(picks[pick]))
+            closest = squared[pick]
+        centres, labels = points[chosen].astype(np.float64), None
+        for _ in range(max_iter):
+            squared = norms[:, None] - 2 * points @ centres.T + np.einsum("ij,ij->i", centres, centres)[None]
+            new = np.argmin(squared, axis=1)
+            if labels is not None and np.array_equal(new, labels):
+                break
+            labels = new
+            onehot = (labels[:, None] == np.arange(clusters)[None]).astype(np.float64)  # shape: (points, clusters)
+            members, sums = onehot.sum(axis=0), onehot.T @ points
+            filled = members > 0  # an emptied cluster keeps its centre
+            centres[filled] = sums[filled] / members[filled, None]
+        inertia = float(np.maximum(squared[np.arange(count), labels], 0.0).sum())
+        if inertia < best_inertia - 1e-9:
+            best, best_inertia = labels, inertia
+    return best
 _THREAD_POOLS = []
 
 
@@ -171,24 +206,24 @@ def viterbi(scores, switch_penalty):
     """Best state path through `scores` (frames, states) when every change of state costs `switch_penalty`.
 
     With one penalty for every change, the best predecessor of a state is either itself or the
-    overall best state, so each frame costs O(states) and stores a bit per state: two hours of
-    50 ms frames take about a second.
+    overall best state, so each frame costs O(states). The states are few (speakers), so plain
+    Python floats beat NumPy calls on arrays of 2-10 values: two hours of 50 ms frames take
+    well under a second.
     """
-    frames, states = scores.shape
-    total = scores[0].astype(np.float64)
-    stay = np.empty((frames, states), dtype=bool)  # stay[t, k]: state k at t came from k itself
-    best = np.zeros(frames, dtype=np.int64)  # best[t]: the state every switch at t came from
-    for t in range(1, frames):
-        best[t] = total.argmax()
-        switch = total[best[t]] - switch_penalty
-        np.greater_equal(total, switch, out=stay[t])
-        np.maximum(total, switch, out=total)
-        total += scores[t]
-    path = np.empty(frames, dtype=int)
-    state = path[-1] = int(total.argmax())
-    for t in range(frames - 1, 0, -1):
-        if not stay[t, state]:
-            state = int(best[t])
+    rows = np.asarray(scores, dtype=np.float64).tolist()
+    total = rows[0]
+    stays, best = [None], [0]  # stays[t][k]: state k at t came from k itself; best[t]: where a switch came from
+    for row in rows[1:]:
+        top = max(total)
+        switch = top - switch_penalty
+        best.append(total.index(top))  # the first best state, as argmax
+        stays.append([value >= switch for value in total])
+        total = [(value if value >= switch else switch) + score for value, score in zip(total, row)]
+    path = np.empty(len(rows), dtype=int)
+    state = path[-1] = total.index(max(total))
+    for t in range(len(rows) - 1, 0, -1):
+        if not stays[t][state]:
+            state = best[t]
         path[t - 1] = state
     return path
 
@@ -392,15 +427,14 @@ class Diarizer:
         return np.concatenate(embeddings)  # shape: (num_windows, D)
 
     def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0):
-        """`frame_model`'s frames over a whole recording, computed in fixed-size chunks with context."""
+        """`frame_model`'s frames over a whole recording, computed in chunks with context."""
         s = self.settings
-        # As few chunks of at most `chunk_s` as the recording needs, each as short as it can be: a
-        # 44 s file is two 25 s chunks, not two of 30 s, and a 2 s trial segment one of 5 s. Chunk
-        # lengths are whole multiples of 5 s, so only a few shapes are ever traced.
-        seconds = len(audio) / s.sample_rate
-        chunks = max(1, int(np.ceil(seconds / chunk_s)))
-        chunk_s = min(chunk_s, 5.0 * max(1, int(np.ceil(seconds / chunks / 5.0))))
-        chunk = int(chunk_s * s.sample_rate) // hop * hop
+        # As few chunks of at most `chunk_s` as the recording needs, each as short as it can be (a
+        # 44 s file is two of 22 s, rounded up to whole frames), so no time is spent on padding.
+        # Keras's predict function relaxes its input shape after a second length: two traces per
+        # process, whatever the lengths.
+        chunks = max(1, int(np.ceil(len(audio) / (chunk_s * s.sample_rate))))
+        chunk = max(1, -(-len(audio) // (chunks * hop))) * hop
         # Context on each side: the model's receptive field plus a frame (so chunked frames equal
         # frames of the whole recording), or 1 s when a layer is not known to be local in time.
         field = receptive_field(frame_model)
@@ -411,8 +445,7 @@ class Diarizer:
             block = audio[max(0, first - context):first + chunk + context]
             block = np.pad(block, (context - min(first, context), chunk + 2 * context - len(block) - context + min(first, context)))
             block = block[None, :, None]  # shape: (1, chunk + 2 context, 1)
-            # Every chunk has the same shape, so Keras's compiled predict function is traced once and
-            # runs about 3x faster than an eager call.
+            # Keras's compiled predict function runs about 3x faster than an eager call.
             output = frame_model.predict_on_batch(block.astype(np.float32))[0]  # shape: (frames, channels)
             if frames is None:
                 frames = np.empty((-(-len(audio) // chunk) * (chunk // hop), output.shape[1]), np.float32)
@@ -429,17 +462,21 @@ class Diarizer:
         end = np.minimum(begin + length, len(frames))
         pooled = np.zeros((len(begin), 2 * frames.shape[1]), np.float32)  # shape: (windows, 2 channels)
         # Mean and standard deviation of each window's frames from cumulative sums, taken over a few
-        # hundred windows at a time so the float64 sums stay small on long recordings.
+        # hundred windows at a time so the float64 sums stay small on long recordings. The sums run
+        # along the last axis of a (channels, frames) copy: NumPy's cumsum is ~3x slower down axis 0.
+        channels = frames.shape[1]
         for first in range(0, len(begin), 512):
             rows = slice(first, first + 512)
             low, high = begin[rows].min(), end[rows].max()
-            local = frames[low:high].astype(np.float64)
-            sums = np.concatenate([np.zeros((1, local.shape[1])), np.cumsum(local, axis=0)])
-            squares = np.concatenate([np.zeros((1, local.shape[1])), np.cumsum(local**2, axis=0)])
+            local = frames[low:high].T.astype(np.float64)  # shape: (channels, frames), C-contiguous
+            sums = np.zeros((2 * channels, high - low + 1))  # running sums of values, then of squares
+            np.cumsum(local, axis=1, out=sums[:channels, 1:])
+            np.cumsum(local**2, axis=1, out=sums[channels:, 1:])
             b, e = begin[rows] - low, end[rows] - low
             count = (e - b)[:, None]
-            mean = (sums[e] - sums[b]) / count
-            variance = np.maximum((squares[e] - squares[b]) / count - mean**2, 0.0)
+            window_sums = (sums[:, e] - sums[:, b]).T  # shape: (windows, 2 channels)
+            mean = window_sums[:, :channels] / count
+            variance = np.maximum(window_sums[:, channels:] / count - mean**2, 0.0)
             pooled[rows] = np.concatenate([mean, np.sqrt(variance + epsilon)], axis=1)
         return self.pooled_head(head, pooled)
 

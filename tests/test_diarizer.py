@@ -258,6 +258,31 @@ def test_spectral_labels_split_speakers():
         assert len(set(labels[truth == speaker].tolist())) == 1
 
 
+def test_kmeans_finds_the_same_partition_as_scikit_learn():
+    """The NumPy k-means of the spectral split agrees with scikit-learn's on separated groups, reproducibly."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from siamese.diarizer import kmeans_labels
+
+    rng = np.random.default_rng(3)
+    for clusters in (2, 3, 5):
+        centres = rng.normal(0.0, 3.0, (clusters, 4))
+        points = np.concatenate([centre + rng.normal(0.0, 0.5, (30 + 7 * k, 4)) for k, centre in enumerate(centres)])
+        labels = kmeans_labels(points, clusters)
+        assert labels.shape == (len(points),) and set(labels.tolist()) == set(range(clusters))
+        reference = KMeans(clusters, n_init=10, random_state=0).fit_predict(points)
+        assert adjusted_rand_score(reference, labels) == 1.0
+        assert np.array_equal(labels, kmeans_labels(points, clusters))  # same seed, same labels
+
+
+def test_kmeans_of_identical_points_does_not_divide_by_zero():
+    from siamese.diarizer import kmeans_labels
+
+    labels = kmeans_labels(np.ones((6, 3)), 2)
+    assert labels.shape == (6,) and np.all(labels == labels[0])
+
+
 def test_centring_removes_what_all_windows_share():
     """A strong common component hides the speakers from a fixed threshold; centring reveals them."""
     embeddings = _unit_speakers(np.repeat([0, 1, 0], 20), common=1.0, spread=0.01)
