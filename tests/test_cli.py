@@ -84,7 +84,7 @@ def test_evaluate_writes_der_tables(tmp_path, shipped_model, test_conversations)
 def test_every_command_has_help():
     for module in ("experiments.train", "experiments.diarize", "experiments.verify", "experiments.evaluate",
                    "experiments.calibrate", "experiments.quickstart", "experiments.benchmark",
-                   "experiments.benchmark_pipeline", "experiments.release", "experiments.pretrain_wav2vec", "data_prep", "data_prep.simulate",
+                   "experiments.benchmark_pipeline", "experiments.release", "experiments.pretrain_wav2vec", "experiments.soup", "data_prep", "data_prep.simulate",
                    "data_prep.trials"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage" in result.stdout, module
