@@ -39,9 +39,19 @@ VAD_METHODS = ("energy", "webrtc", "webrtc-trimmed")
 
 
 def training_facts(run_dir):
-    """Epochs run, best epoch and wall time, from the run's own logs."""
+    """Epochs run, best epoch and wall time, from the run's own logs.
+
+    A weight average (`experiments.soup`) has no log of its own: its facts are the first averaged
+    run's, its wall time the sum of all of theirs, and `soup_of` names the runs.
+    """
     import pandas as pd
 
+    soup = run_dir / "soup.txt"
+    if not (run_dir / "log.csv").is_file() and soup.is_file():
+        runs = [Path(line) for line in soup.read_text().splitlines() if line.strip()]
+        facts = training_facts(runs[0])
+        facts["train_wall_s"] = sum(training_facts(run)["train_wall_s"] for run in runs)
+        return {**facts, "soup_of": [str(run) for run in runs]}
     log = pd.read_csv(run_dir / "log.csv")
     facts = {"epochs_run": len(log), "best_epoch": int(log["val_loss"].idxmin()) + 1,
              "best_val_loss": float(log["val_loss"].min())}
@@ -205,10 +215,14 @@ def main(argv=None):
     results.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(results / "per_file.csv", index=False, float_format="%.5f")
     shutil.copyfile(run_dir / "config.yaml", results / "train_config.yaml")
-    shutil.copyfile(run_dir / "log.csv", results / "train_log.csv")
+    if (run_dir / "log.csv").is_file():  # a weight average (experiments.soup) has none
+        shutil.copyfile(run_dir / "log.csv", results / "train_log.csv")
     facts = {**training_facts(run_dir), "train_speakers": int(manifests["train"]["speaker"].nunique())}
     if tower_card.get("init"):
         facts["lineage"] = f", fine-tuned from `{tower_card['init']}`"
+    if facts.get("soup_of"):
+        facts["lineage"] = (facts.get("lineage", "") + "; the tower is the weight average (`experiments.soup`) of "
+                            + ", ".join(f"`{run}`" for run in facts["soup_of"]) + ", and the lines above describe the first")
     report = {"model": str(model), "run": str(run_dir), "date": date.today().isoformat(), "training": facts,
               "settings": vars(diarizer.settings), "calibration": calibration, "verification": verification, "diarization": summary, "speed": speed,
               "command": f"python -m experiments.release --run {args.run} --name {args.name}"}

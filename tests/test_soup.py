@@ -48,3 +48,15 @@ def test_soup_refuses_bad_runs_with_one_line(tmp_path, capsys, problem):
     assert error.startswith("error:") and len(error.strip().splitlines()) == 1
     if problem != "exists":
         assert not (tmp_path / "soup").exists()
+
+
+def test_release_facts_of_a_soup_come_from_the_averaged_runs(tmp_path):
+    from experiments.release import training_facts
+
+    for seed, seconds in ((1, 600.0), (2, 300.0)):
+        _run(tmp_path / f"run{seed}", seed)
+        (tmp_path / f"run{seed}" / "log.csv").write_text("epoch,val_loss\n0,0.5\n1,0.4\n2,0.45\n")
+        (tmp_path / f"run{seed}" / "train_seconds.txt").write_text(f"3 {seconds}\n")
+    assert soup_main(["--runs", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "soup")]) == 0
+    facts = training_facts(tmp_path / "soup")
+    assert facts["train_wall_s"] == 900.0 and facts["best_epoch"] == 2 and len(facts["soup_of"]) == 2
