@@ -1,4 +1,4 @@
-"""Voice activity detection: energy, WebRTC and Silero detectors.
+"""Voice activity detection: energy, spectral, WebRTC and Silero detectors.
 
 :func:`energy_vad` is good enough for clean read speech (LibriSpeech): it trims
 leading/trailing silence and finds pauses. The threshold is relative to the
@@ -10,7 +10,10 @@ speech.
 (Silero's ONNX model run with ``onnxruntime``; the model file comes from the
 ``silero-vad`` wheel, installed with ``pip install --no-deps silero-vad==6.2.3``
 so that torch is never pulled in) classify fixed frames with a trained model.
-All three share the same region merging (short pauses bridged, then short
+:func:`spectral_vad` measures how far each frame rises above the recording's
+own background noise, band by band: in steady noise it finds speech better
+than any of the others (results/vad_comparison.md, results/vad_by_noise.md).
+All four share the same region merging (short pauses bridged, then short
 regions dropped) and return ``[(start_s, end_s)]``. :func:`speech_regions`
 picks one by name; ``python -m experiments.compare_vad`` measures them.
 """
@@ -186,6 +189,118 @@ def energy_vad(
         start_offset_s=(frame_len_s - hop_len_s) / 2,
         end_offset_s=(frame_len_s + hop_len_s) / 2,
         duration_s=audio.size / sample_rate,
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+    )
+
+
+def _mel_band_matrix(num_bins: int, num_bands: int, fmin: float, fmax: float) -> np.ndarray:
+    """``(num_bins, num_bands)`` 0/1 matrix: which FFT bins (at 16 kHz) fall in each mel-spaced band."""
+    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    edges = 700.0 * (10.0 ** (np.linspace(mel(fmin), mel(fmax), num_bands + 1) / 2595.0) - 1.0)
+    freqs = np.linspace(0.0, _MODEL_RATE / 2, num_bins)
+    band = np.searchsorted(edges, freqs, side="right") - 1  # band of each bin; -1 or num_bands outside
+    matrix = np.zeros((num_bins, num_bands), dtype=np.float32)
+    inside = (band >= 0) & (band < num_bands)
+    matrix[np.flatnonzero(inside), band[inside]] = 1.0
+    return matrix
+
+
+def band_powers(audio: np.ndarray, *, num_bands: int = 24, frame: int = 400, hop: int = 160) -> np.ndarray:
+    """Power of each 25 ms frame (10 ms hop, Hann window) of 16 kHz audio in mel-spaced bands, 100-7600 Hz.
+
+    Returns a float32 ``(frames, num_bands)`` array; computed in chunks, so
+    hours of audio never exist as a full spectrogram.
+    """
+    import scipy.fft
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size < frame:
+        audio = np.pad(audio, (0, frame - audio.size))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, frame)[::hop]
+    n_fft = 512
+    bands = _mel_band_matrix(n_fft // 2 + 1, num_bands, 100.0, 7600.0)
+    window = np.hanning(frame).astype(np.float32)
+    powers = np.empty((len(frames), num_bands), dtype=np.float32)
+    for first in range(0, len(frames), _CHUNK_FRAMES):
+        spectrum = scipy.fft.rfft(frames[first:first + _CHUNK_FRAMES] * window, n_fft, workers=1)
+        powers[first:first + len(spectrum)] = (spectrum.real ** 2 + spectrum.imag ** 2) @ bands
+    return powers
+
+
+def spectral_vad(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold: float = 0.25,
+    noise_quantile: float = 0.2,
+    num_bands: int = 24,
+    smooth_frames: int = 5,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.3,
+) -> list[tuple[float, float]]:
+    """Find speech regions by how far each frame rises above the background noise, band by band.
+
+    The background's spectrum is the mean band power of the ``noise_quantile``
+    quietest frames (by total power) of the recording. A frame's score is the
+    mean over bands of ``log(max(power / noise, 1))``, the band's SNR in
+    nepers with negative values counted as 0; frames scoring above
+    ``threshold`` are speech, after a median filter over ``smooth_frames``
+    frames (10 ms hop). Per band, speech stands out of coloured noise where a
+    broadband energy threshold sees only the noise's loudest band. Bands that
+    the recording never fills (above 4 kHz in telephone audio resampled to
+    16 kHz) are left out. Regions are merged as in :func:`energy_vad`.
+
+    The noise is estimated once per recording: it suits steady background
+    noise, and recordings with hardly any pause (the quietest frames are then
+    quiet speech) lose more speech.
+
+    Args:
+        audio: 1-D samples.
+        sample_rate: Sample rate in Hz (resampled to 16 kHz with soxr).
+        threshold: Mean per-band SNR (nepers) above which a frame is speech.
+        noise_quantile: Share of the quietest frames that estimate the noise, in (0, 1).
+        num_bands: Mel-spaced bands between 100 and 7600 Hz.
+        smooth_frames: Median filter length over frame decisions (odd; 1 disables it).
+        min_speech_s: Shortest speech region kept, in seconds.
+        min_silence_s: Shortest pause kept between regions, in seconds.
+
+    Returns:
+        Sorted, non-overlapping ``(start_s, end_s)`` regions; [] for silence.
+
+    Raises:
+        ValueError: Bad audio shape, rate or setting.
+    """
+    audio = _check_input(audio, sample_rate)
+    if not 0.0 < noise_quantile < 1.0:
+        raise ValueError(f"noise_quantile must be in (0, 1), got {noise_quantile}")
+    if threshold < 0 or num_bands < 1 or smooth_frames < 1 or smooth_frames % 2 == 0:
+        raise ValueError("threshold must be >= 0, num_bands >= 1 and smooth_frames a positive odd number")
+    if audio.size == 0 or not np.any(audio):
+        return []
+    duration_s = audio.size / sample_rate
+    powers = band_powers(_to_16k(audio, sample_rate), num_bands=num_bands)
+    total = powers.sum(axis=1)
+    quiet = total <= np.quantile(total, noise_quantile)
+    mean_power = powers.mean(axis=0, dtype=np.float64)
+    floor = mean_power.max() * 1e-6  # 60 dB below the loudest band: digital silence is not a noise level
+    live = mean_power > 10.0 * floor  # bands the recording fills at all
+    noise = np.maximum(powers[quiet].mean(axis=0, dtype=np.float64), floor)[live].astype(np.float32)
+    is_speech = np.empty(len(powers), dtype=bool)
+    for first in range(0, len(powers), _CHUNK_FRAMES):  # chunked: no second full-size array on long recordings
+        snr = np.log(np.maximum(powers[first:first + _CHUNK_FRAMES, live] / noise, 1.0))
+        is_speech[first:first + len(snr)] = snr.mean(axis=1) > threshold
+    if smooth_frames > 1:
+        import scipy.ndimage
+
+        is_speech = scipy.ndimage.median_filter(is_speech.astype(np.uint8), smooth_frames, mode="nearest").astype(bool)
+    hop_s, frame_s = 160 / _MODEL_RATE, 400 / _MODEL_RATE
+    return _merge_frames(
+        is_speech,
+        hop_s=hop_s,
+        start_offset_s=(frame_s - hop_s) / 2,
+        end_offset_s=(frame_s + hop_s) / 2,
+        duration_s=duration_s,
         min_speech_s=min_speech_s,
         min_silence_s=min_silence_s,
     )
@@ -440,7 +555,7 @@ def silero_vad(
     )
 
 
-SPEECH_DETECTORS = {"energy": energy_vad, "webrtc": webrtc_vad, "silero": silero_vad}
+SPEECH_DETECTORS = {"energy": energy_vad, "spectral": spectral_vad, "webrtc": webrtc_vad, "silero": silero_vad}
 
 
 def speech_regions(
@@ -451,8 +566,8 @@ def speech_regions(
     Args:
         audio: 1-D samples in [-1, 1].
         sample_rate: Sample rate in Hz.
-        method: "energy" (:func:`energy_vad`), "webrtc" (:func:`webrtc_vad`)
-            or "silero" (:func:`silero_vad`).
+        method: "energy" (:func:`energy_vad`), "spectral" (:func:`spectral_vad`),
+            "webrtc" (:func:`webrtc_vad`) or "silero" (:func:`silero_vad`).
         **kwargs: Passed on to the detector.
 
     Returns:

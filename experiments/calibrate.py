@@ -97,7 +97,7 @@ def main(argv=None):
     parser.add_argument("--min-cluster", type=float, nargs="+", metavar="SECONDS",
                         help="least speech a cluster needs to count as a speaker, values to try "
                         "(default: keep the model's)")
-    parser.add_argument("--vad", nargs="+", choices=("energy", "webrtc", "webrtc-trimmed", "silero"),
+    parser.add_argument("--vad", nargs="+", choices=("energy", "spectral", "webrtc", "webrtc-trimmed", "silero"),
                         help="speech detectors whose settings to try (default: keep the model's)")
     args = parser.parse_args(argv)
     import numpy as np

@@ -1,6 +1,6 @@
-"""Compare the speech detectors (energy, WebRTC, Silero) against reference RTTMs.
+"""Compare the speech detectors (energy, spectral, WebRTC, Silero) against reference RTTMs.
 
-    python -m experiments.compare_vad --audio DIR --rttm DIR [--methods energy webrtc silero] [--out FILE]
+    python -m experiments.compare_vad --audio DIR --rttm DIR [--methods energy spectral webrtc silero] [--out FILE]
 
 Recordings pair `DIR/<uri>.{wav,flac}` with `<uri>` in the RTTM files (as in
 experiments.evaluate). For each detector and each setting tried, the union of
@@ -33,6 +33,9 @@ SETTINGS = {
                         {"method": "webrtc", "aggressiveness": value, "noise_margin_db": margin})
                        for value in (0, 1) for margin in (1.0, 2.0, 3.0, 6.0)],
     "silero": [(f"threshold={value}", {"threshold": value}) for value in (0.2, 0.3, 0.5)],
+    # Mean per-band SNR (nepers) over the noise of the quietest 10 or 20% of frames (data_prep.vad.spectral_vad).
+    "spectral": [(f"threshold={value}, noise_quantile={quantile}", {"threshold": value, "noise_quantile": quantile})
+                 for quantile in (0.1, 0.2) for value in (0.2, 0.25, 0.3, 0.35)],
 }
 SAMPLE_RATE = 16000
 

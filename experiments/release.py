@@ -35,7 +35,7 @@ MIN_CLUSTERS_S = (2.0, 3.0, 4.0, 5.0)
 # Speech detectors whose settings calibration tries (the lowest missed + false alarm speech on the
 # validation conversations wins). Silero is left out: alone it costs a real-time factor of about 0.009
 # on this CPU, above the whole pipeline's 0.005 budget (results/vad_comparison.md).
-VAD_METHODS = ("energy", "webrtc", "webrtc-trimmed")
+VAD_METHODS = ("energy", "spectral", "webrtc", "webrtc-trimmed")
 
 
 def training_facts(run_dir):

@@ -61,12 +61,12 @@ class DiarizerSettings:
     # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
     # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
     resegment: dict = field(default_factory=lambda: {"frame_s": 0.05, "switch_penalty": 1.0})
-    # Keyword arguments of data_prep.vad.speech_regions ("method" picks the detector, default energy).
-    # WebRTC at aggressiveness 0 with frames that must also rise 3 dB above the recording's noise floor had
-    # the lowest missed + false alarm speech of the detectors that fit the real-time budget on noisy
-    # validation conversations whose references leave out pauses (results/vad_comparison.md);
-    # experiments.calibrate --vad and experiments.release choose it per model.
-    vad: dict = field(default_factory=lambda: {"method": "webrtc", "aggressiveness": 0, "noise_margin_db": 3.0})
+    # Keyword arguments of data_prep.vad.speech_regions ("method" picks the detector).
+    # The spectral detector (each frame's mean per-band SNR over the recording's own background noise) had
+    # the lowest missed + false alarm speech of the detectors that fit the real-time budget, at every noise
+    # level tried, on validation conversations whose references leave out pauses (results/vad_comparison.md,
+    # results/vad_by_noise.md); experiments.calibrate --vad and experiments.release choose it per model.
+    vad: dict = field(default_factory=lambda: {"method": "spectral", "threshold": 0.25, "noise_quantile": 0.2})
 
     @classmethod
     def from_file(cls, path):

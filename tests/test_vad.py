@@ -11,6 +11,7 @@ from data_prep.audio import load_audio
 from data_prep.vad import (
     energy_vad,
     silero_vad,
+    spectral_vad,
     speech_mask,
     speech_regions,
     webrtc_vad,
@@ -79,7 +80,7 @@ def _silero_installed() -> bool:
 
 
 # silero-vad is installed apart from requirements.txt (pip install --no-deps silero-vad==6.2.3).
-TRAINED = ["webrtc", pytest.param("silero", marks=pytest.mark.skipif(
+TRAINED = ["spectral", "webrtc", pytest.param("silero", marks=pytest.mark.skipif(
     not _silero_installed(), reason="pip install --no-deps silero-vad==6.2.3 (and onnxruntime)"))]
 
 
@@ -146,6 +147,52 @@ def test_webrtc_noise_margin_trims_noise_but_keeps_speech(real_speech):
     assert _covered_s(trimmed, plain) == pytest.approx(sum(e - s for s, e in trimmed), abs=0.05)  # only ever removes
 
 
+def _brown_noise(length: int, rng: np.random.Generator) -> np.ndarray:
+    """Brown (1/f^2) noise: most of its power below a few hundred Hz, where a broadband energy floor sees only it."""
+    from data_prep.augment import coloured_noise
+
+    return coloured_noise(length, exponent=2.0, rng=rng).astype(np.float32)
+
+
+def test_spectral_finds_speech_in_coloured_noise(real_speech):
+    """10 dB below the speech in brown noise, the band-wise detector keeps the utterance and not the noise around it."""
+    audio, energy_regions = real_speech
+    pad = np.zeros(3 * SR, np.float32)
+    clean = np.concatenate([pad, audio, pad])
+    noise = _brown_noise(clean.size, np.random.default_rng(0))
+    speech_power = float(np.mean(audio[speech_mask(audio, SR)] ** 2))
+    noisy = clean + noise * np.sqrt(speech_power / 10.0 / np.mean(noise ** 2))
+    speech = [(s + 3.0, e + 3.0) for s, e in energy_regions]
+    speech_s = sum(e - s for s, e in speech)
+    regions = spectral_vad(noisy, SR)
+    outside = sum(e - s for s, e in regions) - _covered_s(regions, speech)
+    assert _covered_s(regions, speech) > 0.85 * speech_s
+    assert outside < 0.5  # of the 6 s of noise alone
+    broadband = webrtc_vad(noisy, SR, aggressiveness=0, noise_margin_db=1.0)
+    broadband_errors = speech_s - _covered_s(broadband, speech) + sum(e - s for s, e in broadband) - _covered_s(broadband, speech)
+    assert speech_s - _covered_s(regions, speech) + outside < broadband_errors
+
+
+def test_spectral_ignores_bands_telephone_audio_leaves_empty(real_speech):
+    """8 kHz audio (nothing above 4 kHz once resampled) is detected about as the same audio at 16 kHz."""
+    audio, _ = real_speech
+    regions_16k = spectral_vad(audio, SR)
+    regions_8k = spectral_vad(audio[::2], SR // 2)
+    total_16k = sum(e - s for s, e in regions_16k)
+    assert _covered_s(regions_8k, regions_16k) > 0.9 * total_16k
+    assert sum(e - s for s, e in regions_8k) < 1.1 * total_16k
+
+
+def test_spectral_rejects_bad_settings():
+    quiet = np.zeros(SR, np.float32)
+    with pytest.raises(ValueError, match="noise_quantile"):
+        spectral_vad(quiet, SR, noise_quantile=1.0)
+    with pytest.raises(ValueError, match="smooth_frames"):
+        spectral_vad(quiet, SR, smooth_frames=4)
+    with pytest.raises(ValueError, match="1-D"):
+        spectral_vad(np.zeros((2, SR), np.float32), SR)
+
+
 def test_webrtc_rejects_bad_settings():
     with pytest.raises(ValueError, match="aggressiveness"):
         webrtc_vad(np.zeros(SR, np.float32), SR, aggressiveness=4)
@@ -191,8 +238,9 @@ def test_compare_vad_cli(tmp_path, write_test_wav, capsys):
     (tmp_path / "rttm" / "rec.rttm").write_text("SPEAKER rec 1 1.000 2.000 <NA> <NA> A <NA> <NA>\n")
     out = tmp_path / "table.md"
     args = ["--audio", str(tmp_path / "audio"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]
-    assert main(args + ["--methods", "energy", "webrtc", "webrtc-trimmed"]) == 0
+    assert main(args + ["--methods", "energy", "spectral", "webrtc", "webrtc-trimmed"]) == 0
     table = out.read_text()
+    assert "| spectral | threshold=0.25, noise_quantile=0.2 |" in table
     assert "| energy | threshold_db=-30 | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
     assert "| webrtc-trimmed | aggressiveness=0, noise_margin_db=3.0 |" in table
     assert main(["--audio", str(tmp_path / "missing"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
