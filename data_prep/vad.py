@@ -228,6 +228,15 @@ def band_powers(audio: np.ndarray, *, num_bands: int = 24, frame: int = 400, hop
     return powers
 
 
+def _mean_snr(powers: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Each frame's mean over bands of ``log(max(power / noise, 1))``, computed in chunks."""
+    scores = np.empty(len(powers), dtype=np.float32)
+    for first in range(0, len(powers), _CHUNK_FRAMES):
+        snr = np.log(np.maximum(powers[first:first + _CHUNK_FRAMES] / noise, 1.0))
+        scores[first:first + len(snr)] = snr.mean(axis=1)
+    return scores
+
+
 def spectral_vad(
     audio: np.ndarray,
     sample_rate: int,
@@ -235,32 +244,37 @@ def spectral_vad(
     threshold: float = 0.25,
     noise_quantile: float = 0.2,
     num_bands: int = 24,
+    average_frames: int = 3,
     smooth_frames: int = 5,
     min_speech_s: float = 0.25,
     min_silence_s: float = 0.3,
 ) -> list[tuple[float, float]]:
     """Find speech regions by how far each frame rises above the background noise, band by band.
 
-    The background's spectrum is the mean band power of the ``noise_quantile``
-    quietest frames (by total power) of the recording. A frame's score is the
-    mean over bands of ``log(max(power / noise, 1))``, the band's SNR in
-    nepers with negative values counted as 0; frames scoring above
-    ``threshold`` are speech, after a median filter over ``smooth_frames``
-    frames (10 ms hop). Per band, speech stands out of coloured noise where a
-    broadband energy threshold sees only the noise's loudest band. Bands that
-    the recording never fills (above 4 kHz in telephone audio resampled to
-    16 kHz) are left out. Regions are merged as in :func:`energy_vad`.
+    Band powers (24 mel bands, 25 ms frames every 10 ms) are first averaged over
+    ``average_frames`` neighbouring frames, which steadies the noise's own
+    fluctuation more than it blurs speech. A frame's score is the mean over
+    bands of ``log(max(power / noise, 1))``: the band's SNR in nepers, negative
+    values counted as 0. The noise spectrum is estimated twice: first as the
+    mean of the ``noise_quantile`` quietest frames (by total power), then as
+    the mean of every frame that first estimate did not call speech (the
+    quietest frames alone are an underestimate, which made steady noise look
+    like speech). Frames scoring above ``threshold`` are speech, after a median
+    filter over ``smooth_frames`` frames.
 
-    The noise is estimated once per recording: it suits steady background
-    noise, and recordings with hardly any pause (the quietest frames are then
-    quiet speech) lose more speech.
+    Per band, speech stands out of coloured noise where a broadband energy
+    threshold sees only the noise's loudest band. Bands the recording never
+    fills (above 4 kHz in telephone audio resampled to 16 kHz) are left out.
+    Regions are merged as in :func:`energy_vad`. The noise is estimated once per
+    recording, so it suits steady background noise.
 
     Args:
         audio: 1-D samples.
         sample_rate: Sample rate in Hz (resampled to 16 kHz with soxr).
         threshold: Mean per-band SNR (nepers) above which a frame is speech.
-        noise_quantile: Share of the quietest frames that estimate the noise, in (0, 1).
+        noise_quantile: Share of the quietest frames that give the first noise estimate, in (0, 1).
         num_bands: Mel-spaced bands between 100 and 7600 Hz.
+        average_frames: Frames whose band powers are averaged (moving average; 1 disables it).
         smooth_frames: Median filter length over frame decisions (odd; 1 disables it).
         min_speech_s: Shortest speech region kept, in seconds.
         min_silence_s: Shortest pause kept between regions, in seconds.
@@ -271,28 +285,32 @@ def spectral_vad(
     Raises:
         ValueError: Bad audio shape, rate or setting.
     """
+    import scipy.ndimage
+
     audio = _check_input(audio, sample_rate)
     if not 0.0 < noise_quantile < 1.0:
         raise ValueError(f"noise_quantile must be in (0, 1), got {noise_quantile}")
-    if threshold < 0 or num_bands < 1 or smooth_frames < 1 or smooth_frames % 2 == 0:
-        raise ValueError("threshold must be >= 0, num_bands >= 1 and smooth_frames a positive odd number")
+    if threshold < 0 or num_bands < 1 or average_frames < 1 or smooth_frames < 1 or smooth_frames % 2 == 0:
+        raise ValueError("threshold must be >= 0, num_bands and average_frames >= 1, "
+                         "and smooth_frames a positive odd number")
     if audio.size == 0 or not np.any(audio):
         return []
     duration_s = audio.size / sample_rate
     powers = band_powers(_to_16k(audio, sample_rate), num_bands=num_bands)
-    total = powers.sum(axis=1)
-    quiet = total <= np.quantile(total, noise_quantile)
+    if average_frames > 1:
+        powers = scipy.ndimage.uniform_filter1d(powers, average_frames, axis=0, mode="nearest")
     mean_power = powers.mean(axis=0, dtype=np.float64)
     floor = mean_power.max() * 1e-6  # 60 dB below the loudest band: digital silence is not a noise level
     live = mean_power > 10.0 * floor  # bands the recording fills at all
-    noise = np.maximum(powers[quiet].mean(axis=0, dtype=np.float64), floor)[live].astype(np.float32)
-    is_speech = np.empty(len(powers), dtype=bool)
-    for first in range(0, len(powers), _CHUNK_FRAMES):  # chunked: no second full-size array on long recordings
-        snr = np.log(np.maximum(powers[first:first + _CHUNK_FRAMES, live] / noise, 1.0))
-        is_speech[first:first + len(snr)] = snr.mean(axis=1) > threshold
+    powers = powers[:, live]
+    total = powers.sum(axis=1)
+    noise_frames = total <= np.quantile(total, noise_quantile)
+    for estimate in range(2):
+        noise = np.maximum(powers[noise_frames].mean(axis=0, dtype=np.float64), floor).astype(np.float32)
+        is_speech = _mean_snr(powers, noise) > threshold
+        if estimate == 0 and np.count_nonzero(~is_speech) > np.count_nonzero(noise_frames):
+            noise_frames = ~is_speech
     if smooth_frames > 1:
-        import scipy.ndimage
-
         is_speech = scipy.ndimage.median_filter(is_speech.astype(np.uint8), smooth_frames, mode="nearest").astype(bool)
     hop_s, frame_s = 160 / _MODEL_RATE, 400 / _MODEL_RATE
     return _merge_frames(

@@ -173,6 +173,17 @@ def test_spectral_finds_speech_in_coloured_noise(real_speech):
     assert speech_s - _covered_s(regions, speech) + outside < broadband_errors
 
 
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 44100])
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
+def test_spectral_steady_noise_alone_is_not_speech(sample_rate, exponent):
+    """A recording of white, pink or brown noise and nothing else has no speech, at any level and rate."""
+    from data_prep.augment import coloured_noise
+
+    noise = coloured_noise(10 * sample_rate, exponent=exponent, rng=np.random.default_rng(3)).astype(np.float32)
+    for level in (0.003, 0.3):
+        assert spectral_vad(level * noise / np.abs(noise).max(), sample_rate) == []
+
+
 def test_spectral_ignores_bands_telephone_audio_leaves_empty(real_speech):
     """8 kHz audio (nothing above 4 kHz once resampled) is detected about as the same audio at 16 kHz."""
     audio, _ = real_speech
