@@ -302,7 +302,8 @@ def spectral_vad(
     mean_power = powers.mean(axis=0, dtype=np.float64)
     floor = mean_power.max() * 1e-6  # 60 dB below the loudest band: digital silence is not a noise level
     live = mean_power > 10.0 * floor  # bands the recording fills at all
-    powers = powers[:, live]
+    if not live.all():
+        powers = powers[:, live]
     total = powers.sum(axis=1)
     noise_frames = total <= np.quantile(total, noise_quantile)
     for estimate in range(2):
