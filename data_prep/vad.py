@@ -309,8 +309,9 @@ def spectral_vad(
     for estimate in range(2):
         noise = np.maximum(powers[noise_frames].mean(axis=0, dtype=np.float64), floor).astype(np.float32)
         is_speech = _mean_snr(powers, noise) > threshold
-        if estimate == 0 and np.count_nonzero(~is_speech) > np.count_nonzero(noise_frames):
-            noise_frames = ~is_speech
+        if estimate == 1 or np.count_nonzero(~is_speech) <= np.count_nonzero(noise_frames):
+            break  # the second estimate only when the first leaves more frames out of speech
+        noise_frames = ~is_speech
     if smooth_frames > 1:
         is_speech = scipy.ndimage.median_filter(is_speech.astype(np.uint8), smooth_frames, mode="nearest").astype(bool)
     hop_s, frame_s = 160 / _MODEL_RATE, 400 / _MODEL_RATE
