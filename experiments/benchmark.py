@@ -142,7 +142,12 @@ def score_system(diarizer, data):
     conversations, trials = data["test"]
     verification = score_trials(diarizer, trials)
     rows = score_recordings(diarizer, annotated_recordings(conversations, conversations), DER_SETTINGS)
-    return verification, {(row["setting"], row["speakers"]): row for row in summarize(rows)}
+    summary = {(row["setting"], row["speakers"]): row for row in summarize(rows)}
+    if data.get("test_many"):  # the release's conversations of 5-8 speakers
+        many = data["test_many"]
+        rows = score_recordings(diarizer, annotated_recordings(many, many), {"full": DER_SETTINGS["full"]})
+        summary.update({("full many", row["speakers"]): row for row in summarize(rows)})
+    return verification, summary
 
 
 def comparison_rows(scores, speed, speakers, stages=None, repeats=1):
@@ -157,6 +162,14 @@ def comparison_rows(scores, speed, speakers, stages=None, repeats=1):
                          project_der[(setting, count)]["der"], peer_der[(setting, count)]["der"], "%"))
     rows.append(("speaker count exact", "estimated count", project_der[("full", "estimated")]["count_exact"],
                  peer_der[("full", "estimated")]["count_exact"], "%"))
+    if ("full many", "estimated") in project_der and ("full many", "estimated") in peer_der:
+        for count in ("estimated", "oracle"):
+            files = project_der[("full many", count)]["files"]
+            rows.append(("DER full", f"{conditions['full']}, {count} count, {files} test conversations of 5-8 speakers",
+                         project_der[("full many", count)]["der"], peer_der[("full many", count)]["der"], "%"))
+        rows.append(("speaker count exact", f"estimated count, {files} test conversations of 5-8 speakers",
+                     project_der[("full many", "estimated")]["count_exact"],
+                     peer_der[("full many", "estimated")]["count_exact"], "%"))
     rows.append(("RTF, conversations", "mean per test conversation, in process (decode to clustering)",
                  project_der[("full", "estimated")]["rtf"], peer_der[("full", "estimated")]["rtf"], "x"))
     if stages:
@@ -199,6 +212,14 @@ def describe(values):
                      for key, value in values.items())
 
 
+def by_count(calibration):
+    """" (2-4 speakers x%, 5-8 speakers y%)" when calibration also used conversations of 5-8 speakers."""
+    if "val_der_full_estimated_5to8" not in calibration:
+        return ""
+    return (f" (2-4 speakers {calibration['val_der_full_estimated_2to4']:.2%}, "
+            f"5-8 speakers {calibration['val_der_full_estimated_5to8']:.2%})")
+
+
 def calibrated(settings):
     """What calibration on validation speakers chose, in words."""
     text = (f"window {settings.window_s} s, clustering threshold {settings.threshold}, "
@@ -236,7 +257,7 @@ def side_by_side(args, argv):
         data = heldout_data(manifests, run_dir / "heldout", rate)
         peer_settings = run_dir / "peers" / f"{args.peer}.json"
         peer, calibration = calibrated_peer(args.peer, peer_settings, sidecar_path(model), *data["val"],
-                                            recalibrate=args.recalibrate)
+                                            many=data["val_many"], recalibrate=args.recalibrate)
         print(f"{args.peer}: window {peer.settings.window_s} s, clustering threshold {peer.settings.threshold}, "
               f"verification threshold {peer.settings.verification_threshold} (validation DER full, estimated count "
               f"{calibration['val_der_full_estimated']:.2%}, EER {calibration['val_eer']:.2%})", flush=True)
@@ -285,7 +306,7 @@ recordings reuse the same test speakers across many conversations.
 
 Settings come from validation speakers only. `{model.stem}` (its sidecar, from experiments.release):
 {calibrated(s)}. {args.peer} (calibrated the same way, `{peer_settings}`): {calibrated(p)}; validation DER full
-(estimated count) {calibration['val_der_full_estimated']:.2%}, validation EER {calibration['val_eer']:.2%}.
+(estimated count) {calibration['val_der_full_estimated']:.2%}{by_count(calibration)}, validation EER {calibration['val_eer']:.2%}.
 
 {table}
 Speed rows: "RTF, conversations" is the mean of the conversations' real-time factors while they are scored; the

@@ -36,8 +36,12 @@ SETTINGS = {
     # Mean per-band SNR (nepers) over the recording's own noise (data_prep.vad.spectral_vad). Thresholds below
     # 0.25 call steady noise alone speech (a 10 s recording of white, pink or brown noise at 8 or 16 kHz: 17-95%
     # of it at 0.2 and 0.15, none at 0.25 and above), so they are not tried.
-    "spectral": [(f"threshold={value}, noise_quantile={quantile}", {"threshold": value, "noise_quantile": quantile})
-                 for quantile in (0.1, 0.2) for value in (0.25, 0.3, 0.35)],
+    # low_threshold: frames next to speech that score above it join it (hysteresis; equal to threshold: none).
+    # min_silence_s: shorter pauses between detected regions are bridged.
+    "spectral": [(f"threshold={value}, low_threshold={low or value}, noise_quantile={quantile}, min_silence_s={pause}",
+                  {"threshold": value, "low_threshold": low or value, "noise_quantile": quantile, "min_silence_s": pause})
+                 for pause in (0.3, 0.2) for quantile in (0.1, 0.2) for value in (0.25, 0.3, 0.35)
+                 for low in (None, 0.2, 0.15)],
 }
 SAMPLE_RATE = 16000
 

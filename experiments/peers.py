@@ -108,7 +108,9 @@ def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_c
     """{split: (conversations folder, trials file)} that experiments.release calibrates and measures on.
 
     Same seeds and sizes as release (unless given), so a run folder it released is reused
-    as it is and a fresh one gets the same data. Nothing present is rewritten.
+    as it is and a fresh one gets the same data. Nothing present is rewritten. "val_many"
+    and "test_many" are the release's conversations of 5-8 speakers (folders), or None
+    where the release made none (`--many-conversations 0`).
     """
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
@@ -124,23 +126,36 @@ def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_c
         if not trials.is_file():
             write_trials(manifests[split], trials.parent, sample_rate=sample_rate, seed=TRIALS_SEED)
         data[split] = (conversations, trials)
+        many = heldout / f"{split}_many_conversations"
+        data[f"{split}_many"] = many if (many / "conversations.csv").is_file() else None
     return data
 
 
-def calibrate(diarizer, conversations, trials):
-    """Window, switch penalty, smallest speaker, clustering and verification thresholds on validation data, as release does."""
+def calibrate(diarizer, conversations, trials, many=None):
+    """Window, switch penalty, smallest speaker, clustering and verification thresholds on validation data, as release does.
+
+    `many` (a folder of conversations of 5-8 speakers, or None) joins the count calibration, as in release.
+    """
     from experiments.calibrate import calibrate_clustering
-    from experiments.evaluate import annotated_recordings, score_trials
+    from experiments.evaluate import annotated_recordings, score_recordings, score_trials, summarize
     from experiments.release import MIN_CLUSTERS_S, PENALTIES, WINDOWS_S
+    from siamese.metrics import DER_SETTINGS
 
     recordings = annotated_recordings(conversations, conversations)
-    der = calibrate_clustering(diarizer, recordings, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES, MIN_CLUSTERS_S)
+    more = annotated_recordings(many, many) if many else []
+    der = calibrate_clustering(diarizer, recordings + more, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES,
+                               MIN_CLUSTERS_S)
     verification = score_trials(diarizer, trials)
     diarizer.settings.verification_threshold = round(verification["eer_threshold"], 4)
-    return {"val_der_full_estimated": der, "val_eer": verification["eer"]}
+    calibration = {"val_der_full_estimated": der, "val_eer": verification["eer"]}
+    if more:  # each set's own DER at the chosen settings
+        for key, part in (("val_der_full_estimated_2to4", recordings), ("val_der_full_estimated_5to8", more)):
+            calibration[key] = summarize(score_recordings(diarizer, part, {"full": DER_SETTINGS["full"]},
+                                                          speaker_counts=("estimated",)))[0]["der"]
+    return calibration
 
 
-def calibrated_peer(name, cache, base_settings_path, conversations, trials, recalibrate=False, log=print):
+def calibrated_peer(name, cache, base_settings_path, conversations, trials, many=None, recalibrate=False, log=print):
     """(diarizer, calibration) with thresholds tuned on validation data, cached as JSON in `cache`.
 
     The cache is reused while the settings it started from, the peer's version, what
@@ -154,7 +169,7 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, reca
 
     base = DiarizerSettings.from_file(base_settings_path)
     base.shared_frames = False  # never used by the peer (see `frame_split`); said so in its settings
-    data = [Path(conversations) / "conversations.csv", Path(trials)]
+    data = [Path(conversations) / "conversations.csv", Path(trials)] + ([Path(many) / "conversations.csv"] if many else [])
     origin = {"base": asdict(base), "peer": f"{name} {version(name)}", "grid": list(CALIBRATION_GRID),
               "windows": list(WINDOWS_S), "penalties": list(PENALTIES),
               "min_clusters_s": list(MIN_CLUSTERS_S),
@@ -165,10 +180,10 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, reca
         if stored.get("calibrated_from") == origin:
             log(f"{name}: calibrated settings from {cache}")
             return load_peer(name, cache), stored["calibration"]
-    log(f"{name}: calibrating on validation speakers ({conversations}, {trials}) ...")
+    log(f"{name}: calibrating on validation speakers ({conversations}{f', {many}' if many else ''}, {trials}) ...")
     diarizer = load_peer(name, base_settings_path)
     diarizer.settings = base
-    calibration = calibrate(diarizer, conversations, trials)
+    calibration = calibrate(diarizer, conversations, trials, many)
     with atomic_path(cache) as tmp:
         tmp.write_text(json.dumps({**asdict(diarizer.settings), "calibration": calibration,
                                    "calibrated_from": origin}, indent=2) + "\n")

@@ -93,3 +93,37 @@ def test_resemblyzer_teacher_embeds_a_bank_of_windows(tiny_librispeech):
     np.testing.assert_allclose(np.linalg.norm(bank["embedding"].astype(np.float32), axis=1), 1.0, atol=1e-2)
     with pytest.raises(ValueError, match="unknown teacher"):
         teacher("nobody", 16000, 1.5)
+
+
+def test_heldout_data_finds_the_release_many_speaker_conversations(tmp_path):
+    """The peer is calibrated and scored on the same 5-8 speaker conversations as the release, when it made them."""
+    from experiments.peers import heldout_data
+
+    for split in ("val", "test"):
+        (tmp_path / f"{split}_conversations").mkdir()
+        (tmp_path / f"{split}_conversations" / "conversations.csv").write_text("uri\n")
+        (tmp_path / f"{split}_trials").mkdir()
+        (tmp_path / f"{split}_trials" / "trials.txt").write_text("")
+    (tmp_path / "val_many_conversations").mkdir()
+    (tmp_path / "val_many_conversations" / "conversations.csv").write_text("uri\n")
+    data = heldout_data({}, tmp_path, 16000)  # everything present: nothing is simulated
+    assert data["val"] == (tmp_path / "val_conversations", tmp_path / "val_trials" / "trials.txt")
+    assert data["val_many"] == tmp_path / "val_many_conversations" and data["test_many"] is None
+
+
+def test_comparison_rows_compare_many_speaker_conversations_when_both_have_them():
+    from experiments.benchmark import comparison_rows
+
+    def system(der, many=None):
+        rows = {(setting, count): {"der": der, "files": 100, "count_exact": 0.8, "rtf": 0.003}
+                for setting in ("full", "forgiving") for count in ("estimated", "oracle")}
+        if many is not None:
+            rows.update({("full many", count): {"der": many, "files": 20, "count_exact": 0.6, "rtf": 0.003}
+                         for count in ("estimated", "oracle")})
+        return {"trials": 10, "eer": 0.05}, rows
+
+    rows = comparison_rows([system(0.15, 0.2), system(0.1, 0.3)], {}, {})
+    many = [row for row in rows if "5-8 speakers" in row[1]]
+    assert [row[0] for row in many] == ["DER full", "DER full", "speaker count exact"]
+    assert many[0][2:4] == (0.2, 0.3) and "20 test conversations" in many[0][1]
+    assert not any("5-8" in row[1] for row in comparison_rows([system(0.15, 0.2), system(0.1)], {}, {}))

@@ -194,8 +194,23 @@ def test_spectral_ignores_bands_telephone_audio_leaves_empty(real_speech):
     assert sum(e - s for s, e in regions_8k) < 1.1 * total_16k
 
 
+def test_spectral_hysteresis_only_grows_speech_it_found(real_speech):
+    """A lower second threshold extends detected speech over its quieter edges, and finds nothing new on its own."""
+    audio, _ = real_speech
+    noisy = audio + 0.05 * np.abs(audio).max() * np.random.default_rng(1).standard_normal(audio.size).astype(np.float32)
+    plain = spectral_vad(noisy, SR, low_threshold=None)
+    grown = spectral_vad(noisy, SR, low_threshold=0.15)
+    assert spectral_vad(noisy, SR, low_threshold=0.25) == plain  # equal to the threshold: no hysteresis
+    assert _covered_s(grown, plain) == pytest.approx(sum(e - s for s, e in plain), abs=0.02)  # keeps all it had
+    assert sum(e - s for s, e in grown) > sum(e - s for s, e in plain)  # and adds the edges
+    for start, end in grown:  # every grown region still holds speech the plain threshold found
+        assert _covered_s(plain, [(start, end)]) > 0
+
+
 def test_spectral_rejects_bad_settings():
     quiet = np.zeros(SR, np.float32)
+    with pytest.raises(ValueError, match="low_threshold"):
+        spectral_vad(quiet, SR, low_threshold=0.3)
     with pytest.raises(ValueError, match="noise_quantile"):
         spectral_vad(quiet, SR, noise_quantile=1.0)
     with pytest.raises(ValueError, match="smooth_frames"):
@@ -251,7 +266,8 @@ def test_compare_vad_cli(tmp_path, write_test_wav, capsys):
     args = ["--audio", str(tmp_path / "audio"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]
     assert main(args + ["--methods", "energy", "spectral", "webrtc", "webrtc-trimmed"]) == 0
     table = out.read_text()
-    assert "| spectral | threshold=0.25, noise_quantile=0.2 |" in table
+    assert "| spectral | threshold=0.25, low_threshold=0.25, noise_quantile=0.2, min_silence_s=0.3 |" in table
+    assert "| spectral | threshold=0.3, low_threshold=0.15, noise_quantile=0.1, min_silence_s=0.2 |" in table
     assert "| energy | threshold_db=-30 | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
     assert "| webrtc-trimmed | aggressiveness=0, noise_margin_db=3.0 |" in table
     assert main(["--audio", str(tmp_path / "missing"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
