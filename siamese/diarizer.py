@@ -67,7 +67,7 @@ class DiarizerSettings:
     # level tried, on validation conversations whose references leave out pauses (results/vad_comparison.md,
     # results/vad_by_noise.md); experiments.calibrate --vad and experiments.release choose it per model.
     vad: dict = field(default_factory=lambda: {"method": "spectral", "threshold": 0.25, "low_threshold": 0.15,
-                                               "noise_quantile": 0.2})
+                                               "noise_quantile": 0.2, "min_silence_s": 0.2})
 
     @classmethod
     def from_file(cls, path):
