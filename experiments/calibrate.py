@@ -48,6 +48,15 @@ def sweep_threshold(diarizer, embedded, grid):
     return np.asarray(totals)
 
 
+def estimated_der(diarizer, recordings):
+    """Total DER (full setting, estimated count) over annotated recordings at the diarizer's current settings."""
+    from experiments.evaluate import score_recordings, summarize
+    from siamese.metrics import DER_SETTINGS
+
+    rows = score_recordings(diarizer, recordings, {"full": DER_SETTINGS["full"]}, speaker_counts=("estimated",))
+    return summarize(rows)[0]["der"]
+
+
 def calibrate_vad(diarizer, recordings, methods):
     """Sets the detector setting with the lowest missed + false alarm speech; returns that row."""
     from experiments.compare_vad import SETTINGS, compare

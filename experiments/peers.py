@@ -136,10 +136,9 @@ def calibrate(diarizer, conversations, trials, many=None):
 
     `many` (a folder of conversations of 5-8 speakers, or None) joins the count calibration, as in release.
     """
-    from experiments.calibrate import calibrate_clustering
-    from experiments.evaluate import annotated_recordings, score_recordings, score_trials, summarize
+    from experiments.calibrate import calibrate_clustering, estimated_der
+    from experiments.evaluate import annotated_recordings, score_trials
     from experiments.release import MIN_CLUSTERS_S, PENALTIES, WINDOWS_S
-    from siamese.metrics import DER_SETTINGS
 
     recordings = annotated_recordings(conversations, conversations)
     more = annotated_recordings(many, many) if many else []
@@ -150,8 +149,7 @@ def calibrate(diarizer, conversations, trials, many=None):
     calibration = {"val_der_full_estimated": der, "val_eer": verification["eer"]}
     if more:  # each set's own DER at the chosen settings
         for key, part in (("val_der_full_estimated_2to4", recordings), ("val_der_full_estimated_5to8", more)):
-            calibration[key] = summarize(score_recordings(diarizer, part, {"full": DER_SETTINGS["full"]},
-                                                          speaker_counts=("estimated",)))[0]["der"]
+            calibration[key] = estimated_der(diarizer, part)
     return calibration
 
 
