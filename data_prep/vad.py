@@ -275,8 +275,8 @@ def spectral_vad(
     Per band, speech stands out of coloured noise where a broadband energy
     threshold sees only the noise's loudest band. Bands the recording never
     fills (above 4 kHz in telephone audio resampled to 16 kHz) are left out.
-    Regions are merged as in :func:`energy_vad`. The noise is estimated once per
-    recording, so it suits steady background noise.
+    Regions are merged as in :func:`energy_vad`. One noise spectrum serves the
+    whole recording, so it suits steady background noise.
 
     Args:
         audio: 1-D samples.

@@ -212,14 +212,6 @@ def describe(values):
                      for key, value in values.items())
 
 
-def by_count(calibration):
-    """" (2-4 speakers x%, 5-8 speakers y%)" when calibration also used conversations of 5-8 speakers."""
-    if "val_der_full_estimated_5to8" not in calibration:
-        return ""
-    return (f" (2-4 speakers {calibration['val_der_full_estimated_2to4']:.2%}, "
-            f"5-8 speakers {calibration['val_der_full_estimated_5to8']:.2%})")
-
-
 def calibrated(settings):
     """What calibration on validation speakers chose, in words."""
     text = (f"window {settings.window_s} s, clustering threshold {settings.threshold}, "
@@ -239,6 +231,7 @@ def side_by_side(args, argv):
 
     from data_prep.audio import AudioError, atomic_path
     from data_prep.rttm import read_rttm
+    from experiments.calibrate import by_count
     from experiments.train import prepare_manifests
     from siamese.diarizer import DEFAULT_MODEL, Diarizer, sidecar_path
     from siamese.metrics import DER_SETTINGS, diarization_error

@@ -48,13 +48,24 @@ def sweep_threshold(diarizer, embedded, grid):
     return np.asarray(totals)
 
 
-def estimated_der(diarizer, recordings):
-    """Total DER (full setting, estimated count) over annotated recordings at the diarizer's current settings."""
+def der_by_count(diarizer, recordings, many):
+    """Each validation set's own DER (full, estimated count) at the chosen settings: 2-4 and 5-8 speakers."""
     from experiments.evaluate import score_recordings, summarize
     from siamese.metrics import DER_SETTINGS
 
-    rows = score_recordings(diarizer, recordings, {"full": DER_SETTINGS["full"]}, speaker_counts=("estimated",))
-    return summarize(rows)[0]["der"]
+    def der(part):
+        rows = score_recordings(diarizer, part, {"full": DER_SETTINGS["full"]}, speaker_counts=("estimated",))
+        return summarize(rows)[0]["der"]
+
+    return {"val_der_full_estimated_2to4": der(recordings), "val_der_full_estimated_5to8": der(many)}
+
+
+def by_count(calibration):
+    """" (2-4 speakers x%, 5-8 speakers y%)" when calibration also used conversations of 5-8 speakers, else ""."""
+    if "val_der_full_estimated_5to8" not in calibration:
+        return ""
+    return (f" (2-4 speakers {calibration['val_der_full_estimated_2to4']:.2%}, "
+            f"5-8 speakers {calibration['val_der_full_estimated_5to8']:.2%})")
 
 
 def calibrate_vad(diarizer, recordings, methods):

@@ -136,7 +136,7 @@ def calibrate(diarizer, conversations, trials, many=None):
 
     `many` (a folder of conversations of 5-8 speakers, or None) joins the count calibration, as in release.
     """
-    from experiments.calibrate import calibrate_clustering, estimated_der
+    from experiments.calibrate import calibrate_clustering, der_by_count
     from experiments.evaluate import annotated_recordings, score_trials
     from experiments.release import MIN_CLUSTERS_S, PENALTIES, WINDOWS_S
 
@@ -147,9 +147,8 @@ def calibrate(diarizer, conversations, trials, many=None):
     verification = score_trials(diarizer, trials)
     diarizer.settings.verification_threshold = round(verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": der, "val_eer": verification["eer"]}
-    if more:  # each set's own DER at the chosen settings
-        for key, part in (("val_der_full_estimated_2to4", recordings), ("val_der_full_estimated_5to8", more)):
-            calibration[key] = estimated_der(diarizer, part)
+    if more:
+        calibration.update(der_by_count(diarizer, recordings, more))
     return calibration
 
 

@@ -162,7 +162,7 @@ def main(argv=None):
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
     from experiments.benchmark import long_recording
-    from experiments.calibrate import calibrate_clustering, calibrate_vad, estimated_der
+    from experiments.calibrate import by_count, calibrate_clustering, calibrate_vad, der_by_count
     from experiments.evaluate import annotated_recordings, markdown, score_recordings, score_trials, summarize
     from siamese.diarizer import Diarizer, DiarizerSettings, sidecar_path
     from siamese.metrics import DER_SETTINGS
@@ -206,12 +206,9 @@ def main(argv=None):
     calibration = {"val_der_full_estimated": val_der, "val_eer": val_verification["eer"],
                    "val_vad_missed": vad["missed"], "val_vad_false_alarm": vad["false_alarm"],
                    "val_conversations": args.val_conversations, "val_many_conversations": args.many_conversations}
-    if many:  # each set's own DER at the chosen settings
-        for key, recordings in (("val_der_full_estimated_2to4", val_recordings), ("val_der_full_estimated_5to8", many["val"])):
-            calibration[key] = estimated_der(diarizer, recordings)
-    print(f"validation: DER full (estimated count) {val_der:.2%}, EER {val_verification['eer']:.2%}"
-          + (f" (2-4 speakers {calibration['val_der_full_estimated_2to4']:.2%}, "
-             f"5-8 speakers {calibration['val_der_full_estimated_5to8']:.2%})" if many else ""))
+    if many:
+        calibration.update(der_by_count(diarizer, val_recordings, many["val"]))
+    print(f"validation: DER full (estimated count) {val_der:.2%}, EER {val_verification['eer']:.2%}{by_count(calibration)}")
     with atomic_path(sidecar_path(model)) as tmp:
         diarizer.settings.to_file(tmp)
 
