@@ -240,6 +240,10 @@ def main(argv=None):
     facts = {**training_facts(run_dir), "train_speakers": int(manifests["train"]["speaker"].nunique())}
     if tower_card.get("init"):
         facts["lineage"] = f", fine-tuned from `{tower_card['init']}`"
+    if tower_card.get("lda"):
+        lda = tower_card["lda"]
+        facts["lineage"] = (facts.get("lineage", "") + f"; followed by an LDA projection to {lda['dims']} dimensions fitted on "
+                            f"{lda['windows']} speech windows of the {lda['speakers']} training speakers (`experiments.lda`)")
     if facts.get("soup_of"):
         facts["lineage"] = (facts.get("lineage", "") + "; the tower is the weight average (`experiments.soup`) of "
                             + ", ".join(f"`{run}`" for run in facts["soup_of"]) + ", and the lines above describe the first")
