@@ -12,14 +12,13 @@ on the run's validation and test speakers like any other tower.
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 
 RUN_FILES = ("config.yaml", "tower.json", "tower.keras", "manifests")
-COPIED_IF_PRESENT = ("log.csv", "train_seconds.txt")  # the tower's own training: the release reports it
+TRAINING_LOGS = ("log.csv", "train_seconds.txt")
 
 
 def speaker_windows(diarizer, manifest, noisy_copies, snr_db, max_seconds, seed):
@@ -70,6 +69,7 @@ def main(argv=None):
     from data_prep.audio import AudioError
     from data_prep.manifest import read_manifest
     from siamese.diarizer import Diarizer, DiarizerSettings
+    from experiments.train import write_derived_run
     from siamese.lda import fit_lda, with_lda
     try:
         if out.exists():
@@ -89,21 +89,12 @@ def main(argv=None):
     except (OSError, ValueError, KeyError, AudioError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    # Built beside the target and renamed: a kill leaves no half-made run folder.
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    shutil.copyfile(run / "config.yaml", partial / "config.yaml")
-    shutil.copytree(run / "manifests", partial / "manifests")
-    for name in COPIED_IF_PRESENT:
-        if (run / name).is_file():
-            shutil.copyfile(run / name, partial / name)
     card["lda"] = {"of": str(run), "dims": args.dims, "shrinkage": args.shrinkage, "noisy_copies": args.noisy_copies,
                    "snr_db": list(args.snr), "max_seconds": args.max_seconds, "seed": args.seed,
                    "windows": len(embeddings), "speakers": len(set(speakers.tolist()))}
-    (partial / "tower.json").write_text(json.dumps(card, indent=2))
-    tower.save(partial / "tower.keras")
-    partial.rename(out)
+    # The tower's own training log goes along: the release reports it.
+    write_derived_run(out, run, tower, card,
+                      extra={name: (run / name).read_text() for name in TRAINING_LOGS if (run / name).is_file()})
     print(f"LDA to {args.dims} dimensions fitted on {len(embeddings)} windows of {card['lda']['speakers']} training "
           f"speakers; tower written to {out / 'tower.keras'}")
     return 0

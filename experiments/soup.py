@@ -13,7 +13,7 @@ could be a training speaker of another. The output is a run folder (`config.yaml
 
 import argparse
 import filecmp
-import shutil
+import json
 import sys
 from pathlib import Path
 
@@ -71,19 +71,13 @@ def main(argv=None):
             except Exception as error:  # Keras raises many types for a bad file.
                 raise ValueError(f"{run / 'tower.keras'}: not a loadable Keras model ({' '.join(str(error).split())[:200]})") from None
         soup = average_towers(towers)
+        card = json.loads((runs[0] / "tower.json").read_text())  # ValueError if not JSON
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    # Built beside the target and renamed: a kill leaves no half-made run folder.
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for name in RUN_FILES:
-        shutil.copyfile(runs[0] / name, partial / name)
-    shutil.copytree(runs[0] / "manifests", partial / "manifests")
-    (partial / "soup.txt").write_text("".join(f"{run}\n" for run in runs))
-    soup.save(partial / "tower.keras")
-    partial.rename(out)
+    from experiments.train import write_derived_run
+
+    write_derived_run(out, runs[0], soup, card, extra={"soup.txt": "".join(f"{run}\n" for run in runs)})
     print(f"averaged {len(runs)} towers into {out / 'tower.keras'}")
     return 0
 

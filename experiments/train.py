@@ -177,6 +177,26 @@ def save_model(model, path):
         os.replace(staged, path)
 
 
+def write_derived_run(out, source, tower, card, extra=None):
+    """A run folder made from `source`'s without training (a weight average, an appended projection).
+
+    It keeps `source`'s config and speaker split, so `experiments.release` calibrates and measures it
+    on the same validation and test speakers; `card` becomes `tower.json`, `tower` `tower.keras`, and
+    `extra` ({file name: text}) is written beside them. Built beside `out` and renamed: a kill leaves
+    no half-made run folder.
+    """
+    out, source = Path(out), Path(source)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copyfile(source / "config.yaml", partial / "config.yaml")
+    shutil.copytree(source / "manifests", partial / "manifests")
+    (partial / "tower.json").write_text(json.dumps(card, indent=2))
+    for name, text in (extra or {}).items():
+        (partial / name).write_text(text)
+    tower.save(partial / "tower.keras")
+    partial.rename(out)
+
 def early_stopping_state(val_losses):
     """(best validation loss, epochs since it) from the log, so patience survives `--resume`."""
     if not val_losses:
