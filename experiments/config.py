@@ -39,6 +39,7 @@ SCHEMA = {
         "teacher_window_s": float,
         "teacher_hop_s": float,
         "contrastive_weight": float,
+        "embedding_weight": float,
     },
 }
 
@@ -69,7 +70,7 @@ OPTIONAL = {"data": {"speed_perturb": []},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
                          "objective": "pairs", "crops_per_speaker": 4, "freeze": "none",
                          "teacher": "resemblyzer", "teacher_window_s": 1.5, "teacher_hop_s": 0.2,
-                         "contrastive_weight": 0.0}}
+                         "contrastive_weight": 0.0, "embedding_weight": 0.0}}
 
 
 # Smallest value each number may take: a zero batch size or epoch count is a
@@ -92,6 +93,7 @@ MINIMUM = {
     "training.teacher_window_s": 0.1,
     "training.teacher_hop_s": 0.01,
     "training.contrastive_weight": 0.0,
+    "training.embedding_weight": 0.0,
     "pretraining.epochs": 1,
     "pretraining.steps_per_epoch": 1,
     "pretraining.val_steps": 1,
@@ -156,6 +158,8 @@ def _check(section, schema, where):
                 section["batch_size"] < 2 * section["crops_per_speaker"]):
             raise ConfigError(f"training.batch_size ({section['batch_size']}) must be a multiple of "
                               f"training.crops_per_speaker ({section['crops_per_speaker']}) covering 2+ speakers")
+        if section["embedding_weight"] > 0 and section["objective"] != "distill":
+            raise ConfigError("training.embedding_weight needs training.objective: distill (it compares with a teacher)")
         if section["pairs_per_epoch"] < section["batch_size"]:
             raise ConfigError(f"training.pairs_per_epoch ({section['pairs_per_epoch']}) must be at least "
                               f"training.batch_size ({section['batch_size']})")

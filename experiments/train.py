@@ -455,6 +455,11 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
                 raise ConfigError(
                     f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
             logger.info("starting from the weights of %s", init)
+        if distill and training["embedding_weight"] > 0:
+            teacher_dims = banks["train"][0][1].shape[1]
+            if tower.output.shape[-1] != teacher_dims:
+                raise ConfigError(f"training.embedding_weight needs the tower's embedding ({tower.output.shape[-1]}) "
+                                  f"as wide as the teacher's ({teacher_dims})")
         frozen = frozen_frontend(tower, config, run_dir)  # (frontend, head) when features can be computed once
         freeze_layers(tower, training["freeze"])
         if siamese is None or not rows:
@@ -473,7 +478,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
                 # against speaker labels (batch-all) or against the teacher's similarities (distillation).
                 siamese = tower
                 siamese.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]),
-                                loss=RelationalDistillationLoss(training["contrastive_weight"], training["margin"])
+                                loss=RelationalDistillationLoss(training["contrastive_weight"], training["margin"],
+                                                                training["embedding_weight"])
                                 if distill else
                                 BatchContrastiveLoss(margin=training["margin"]))
             else:

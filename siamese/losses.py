@@ -80,23 +80,35 @@ class RelationalDistillationLoss(keras.losses.Loss):
     With `contrastive_weight` > 0 the last column of `y_true` is each crop's speaker
     code, and `BatchContrastiveLoss(margin)` on those labels is added with that weight:
     the teacher's geometry and our own speaker labels at once.
+
+    With `embedding_weight` > 0 (student and teacher of the same size), each crop's
+    `1 - cosine(student, teacher)` is added with that weight: the teacher's embedding
+    itself as a target, 256 numbers per crop where the similarities give the batch's
+    relations only. The student's last layer learns the rotation between the two spaces.
     """
 
-    def __init__(self, contrastive_weight=0.0, margin=1.0, name="relational_distillation_loss", **kwargs):
+    def __init__(self, contrastive_weight=0.0, margin=1.0, embedding_weight=0.0,
+                 name="relational_distillation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.contrastive_weight, self.margin = float(contrastive_weight), float(margin)
+        self.embedding_weight = float(embedding_weight)
 
     def call(self, y_true, y_pred):
+        def unit(embeddings):
+            return embeddings / ops.sqrt(ops.sum(ops.square(embeddings), axis=1, keepdims=True) + 1e-12)
+
         def similarities(embeddings):
-            unit = embeddings / ops.sqrt(ops.sum(ops.square(embeddings), axis=1, keepdims=True) + 1e-12)
-            return ops.matmul(unit, ops.transpose(unit))
+            return ops.matmul(unit(embeddings), ops.transpose(unit(embeddings)))
 
         y_true = ops.cast(y_true, y_pred.dtype)
-        if self.contrastive_weight <= 0.0:
-            return ops.mean(ops.square(similarities(y_pred) - similarities(y_true)), axis=1)
-        relational = ops.mean(ops.square(similarities(y_pred) - similarities(y_true[:, :-1])), axis=1)
-        labels = BatchContrastiveLoss(margin=self.margin).call(y_true[:, -1], y_pred)
-        return relational + self.contrastive_weight * labels
+        teacher = y_true[:, :-1] if self.contrastive_weight > 0.0 else y_true
+        loss = ops.mean(ops.square(similarities(y_pred) - similarities(teacher)), axis=1)
+        if self.contrastive_weight > 0.0:
+            loss = loss + self.contrastive_weight * BatchContrastiveLoss(margin=self.margin).call(y_true[:, -1], y_pred)
+        if self.embedding_weight > 0.0:
+            loss = loss + self.embedding_weight * (1.0 - ops.sum(unit(y_pred) * unit(teacher), axis=1))
+        return loss
 
     def get_config(self):
-        return {**super().get_config(), "contrastive_weight": self.contrastive_weight, "margin": self.margin}
+        return {**super().get_config(), "contrastive_weight": self.contrastive_weight, "margin": self.margin,
+                "embedding_weight": self.embedding_weight}

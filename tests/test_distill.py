@@ -12,20 +12,21 @@ import yaml
 from data_prep.manifest import scan_librispeech
 from data_prep.pairs import sample_speaker_batches
 from data_prep.teacher_bank import build_teacher_bank, load_teacher_bank, save_teacher_bank, teacher_dataset
+from experiments.config import ConfigError, load_config
 from experiments.train import main as train_main
 from siamese.losses import BatchContrastiveLoss, RelationalDistillationLoss
 
 RATE = 16000
 
 
-def band_energies(window_s):
-    """A deterministic stand-in teacher: log energy of 12 frequency bands of each window."""
+def band_energies(window_s, bands=12):
+    """A deterministic stand-in teacher: log energy of `bands` frequency bands of each window."""
 
     def embed(audio, starts_s):
         length = int(round(window_s * RATE))
         crops = np.stack([audio[int(round(t * RATE)):][:length] for t in starts_s])
         spectrum = np.abs(np.fft.rfft(crops, axis=1)) ** 2
-        return np.log(np.stack([band.sum(axis=1) for band in np.array_split(spectrum, 12, axis=1)], axis=1) + 1e-6)
+        return np.log(np.stack([band.sum(axis=1) for band in np.array_split(spectrum, bands, axis=1)], axis=1) + 1e-6)
 
     return embed
 
@@ -52,6 +53,26 @@ def test_contrastive_weight_adds_the_batch_contrastive_loss_on_the_last_column()
     expected = (float(RelationalDistillationLoss()(teacher, student))
                 + 0.3 * float(BatchContrastiveLoss(margin=0.9)(codes, student)))
     assert combined == pytest.approx(expected, rel=1e-5)
+
+
+def test_embedding_weight_adds_one_minus_the_cosine_to_the_teachers_embedding():
+    rng = np.random.default_rng(2)
+    teacher = rng.normal(size=(6, 5)).astype("float32")
+    student = rng.normal(size=(6, 5)).astype("float32")
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    cosine = np.sum(unit(teacher) * unit(student), axis=1)
+    combined = float(RelationalDistillationLoss(embedding_weight=0.4)(teacher, student))
+    assert combined == pytest.approx(float(RelationalDistillationLoss()(teacher, student))
+                                     + 0.4 * float(np.mean(1.0 - cosine)), rel=1e-5)
+    # The same direction at another scale is learnt; only the labels' column is left out of the target.
+    codes = np.array([0, 0, 1, 1, 2, 2], "float32")[:, None]
+    both = RelationalDistillationLoss(contrastive_weight=0.2, embedding_weight=1.0)
+    only_labels = RelationalDistillationLoss(contrastive_weight=0.2)
+    with_labels = np.concatenate([teacher, codes], axis=1)
+    assert float(both(with_labels, 3.0 * teacher)) == pytest.approx(float(only_labels(with_labels, 3.0 * teacher)),
+                                                                    abs=1e-6)
+    again = keras.losses.deserialize(keras.losses.serialize(both))
+    assert (again.contrastive_weight, again.embedding_weight) == (0.2, 1.0)
 
 
 def test_teacher_bank_round_trip_and_refusals(tmp_path, tiny_librispeech):
@@ -124,6 +145,35 @@ def test_distill_objective_trains_and_saves_a_bare_tower(tmp_path, tiny_librispe
     assert tower(np.zeros((1, 8000, 1), "float32")).shape == (1, 32)
     assert yaml.safe_load((run / "tower.json").read_text())["teacher"] == "resemblyzer"
     assert train_main(["--config", str(path), "--quiet", "--resume", "--epochs", "2"]) == 0  # banks are reused
+
+
+def test_embedding_weight_trains_against_a_teacher_as_wide_as_the_tower(tmp_path, tiny_librispeech, monkeypatch,
+                                                                         capsys):
+    import experiments.peers
+
+    preset = yaml.safe_load(open("sincnet_keras/presets/tiny.yaml"))  # embeddings of 32
+    preset.update(name="tiny16k", sample_rate=RATE)
+    (tmp_path / "tiny16k.yaml").write_text(yaml.safe_dump(preset))
+    config = yaml.safe_load(open("experiments/configs/tiny.yaml"))
+    config["data"].update(root=str(tiny_librispeech), val_speakers=2, test_speakers=1)
+    config["model"]["preset"] = str(tmp_path / "tiny16k.yaml")
+    config["training"].update(objective="distill", teacher_window_s=0.5, teacher_hop_s=0.25, epochs=1,
+                              contrastive_weight=0.1, embedding_weight=0.5,
+                              batch_size=6, crops_per_speaker=2, pairs_per_epoch=12, val_pairs=8)
+    for bands, status in ((12, 1), (32, 0)):
+        monkeypatch.setattr(experiments.peers, "teacher",
+                            lambda name, rate, window_s, bands=bands: (band_energies(window_s, bands), "bands"))
+        config.update(output_dir=str(tmp_path / f"run{bands}"))
+        path = tmp_path / f"distill{bands}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert train_main(["--config", str(path), "--quiet"]) == status
+    assert "as wide as the teacher's (12)" in capsys.readouterr().err
+    log = np.genfromtxt(tmp_path / "run32" / "log.csv", delimiter=",", names=True)
+    assert np.isfinite(log["val_loss"])
+    config["training"].update(objective="batch_all")
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="embedding_weight needs training.objective: distill"):
+        load_config(path)
 
 
 def test_distill_refuses_a_tower_at_another_rate(tmp_path, tiny_librispeech, capsys):
