@@ -95,6 +95,32 @@ def load_teacher_bank(path, manifest, *, sample_rate, window_s, hop_s, teacher):
     return windows
 
 
+def project_teacher_windows(banks, dims):
+    """Every split's teacher embeddings on the training bank's `dims` main directions; also the energy kept.
+
+    For a student narrower than its teacher (`training.embedding_weight` compares the two
+    embeddings). The directions are the top right singular vectors of the *uncentred*
+    training embeddings, so dot products, hence cosines, are kept as well as `dims`
+    directions can keep them.
+
+    Args:
+        banks: `{split: [(starts, embeddings), ...]}`, as `load_teacher_bank` returns per split.
+        dims: the student's embedding size, at most the teacher's.
+
+    Returns:
+        `(projected banks, share of the training embeddings' energy kept)`.
+    """
+    train = np.concatenate([embeddings for _, embeddings in banks["train"]]).astype(np.float64)
+    if not 1 <= dims <= train.shape[1]:
+        raise ValueError(f"cannot project {train.shape[1]}-dimensional teacher embeddings to {dims} dimensions")
+    _, singular, directions = np.linalg.svd(train, full_matrices=False)
+    basis = directions[:dims].T.astype(np.float32)  # shape: (D_teacher, dims)
+    kept = float(np.sum(singular[:dims] ** 2) / np.sum(singular**2))
+    projected = {split: [(starts, embeddings @ basis) for starts, embeddings in windows]
+                 for split, windows in banks.items()}
+    return projected, kept
+
+
 def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, batch_size, noise_prob=0.0,
                     noise_snr_db=(5.0, 30.0), cache_mb=2048, with_speaker=False):
     """A `tf.data.Dataset` of `(crops, teacher embeddings)` batches for distillation.

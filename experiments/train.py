@@ -455,11 +455,17 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
                 raise ConfigError(
                     f"--init {init}: not a tower of preset {config['model']['preset']!r} ({error})") from None
             logger.info("starting from the weights of %s", init)
-        if distill and training["embedding_weight"] > 0:
-            teacher_dims = banks["train"][0][1].shape[1]
-            if tower.output.shape[-1] != teacher_dims:
-                raise ConfigError(f"training.embedding_weight needs the tower's embedding ({tower.output.shape[-1]}) "
+        if distill and training["embedding_weight"] > 0 and tower.output.shape[-1] != banks["train"][0][1].shape[1]:
+            # A narrower student is compared with the teacher's embeddings on their main directions.
+            from data_prep.teacher_bank import project_teacher_windows
+
+            width, teacher_dims = tower.output.shape[-1], banks["train"][0][1].shape[1]
+            if width > teacher_dims:
+                raise ConfigError(f"training.embedding_weight needs the tower's embedding ({width}) at most "
                                   f"as wide as the teacher's ({teacher_dims})")
+            banks, kept = project_teacher_windows(banks, width)
+            logger.info("teacher embeddings projected to %d dimensions (%.1f%% of their energy kept)", width,
+                        100 * kept)
         frozen = frozen_frontend(tower, config, run_dir)  # (frontend, head) when features can be computed once
         freeze_layers(tower, training["freeze"])
         if siamese is None or not rows:

@@ -11,7 +11,13 @@ import yaml
 
 from data_prep.manifest import scan_librispeech
 from data_prep.pairs import sample_speaker_batches
-from data_prep.teacher_bank import build_teacher_bank, load_teacher_bank, save_teacher_bank, teacher_dataset
+from data_prep.teacher_bank import (
+    build_teacher_bank,
+    load_teacher_bank,
+    project_teacher_windows,
+    save_teacher_bank,
+    teacher_dataset,
+)
 from experiments.config import ConfigError, load_config
 from experiments.train import main as train_main
 from siamese.losses import BatchContrastiveLoss, RelationalDistillationLoss
@@ -73,6 +79,20 @@ def test_embedding_weight_adds_one_minus_the_cosine_to_the_teachers_embedding():
                                                                     abs=1e-6)
     again = keras.losses.deserialize(keras.losses.serialize(both))
     assert (again.contrastive_weight, again.embedding_weight) == (0.2, 1.0)
+
+
+def test_projected_teacher_windows_keep_dot_products_on_the_main_directions():
+    rng = np.random.default_rng(3)
+    basis = rng.normal(size=(3, 8))
+    train = [(np.arange(5), (rng.normal(size=(5, 3)) @ basis).astype("float32")) for _ in range(4)]  # rank 3
+    val = [(np.arange(2), (rng.normal(size=(2, 3)) @ basis).astype("float32"))]
+    projected, kept = project_teacher_windows({"train": train, "val": val}, 3)
+    assert kept == pytest.approx(1.0) and projected["val"][0][1].shape == (2, 3)
+    for (_, before), (_, after) in zip(train + val, projected["train"] + projected["val"]):
+        np.testing.assert_allclose(after @ after.T, before @ before.T, rtol=1e-3, atol=1e-3)
+    assert project_teacher_windows({"train": train}, 2)[1] < 1.0
+    with pytest.raises(ValueError, match="cannot project 8-dimensional"):
+        project_teacher_windows({"train": train}, 9)
 
 
 def test_teacher_bank_round_trip_and_refusals(tmp_path, tiny_librispeech):
@@ -160,16 +180,17 @@ def test_embedding_weight_trains_against_a_teacher_as_wide_as_the_tower(tmp_path
     config["training"].update(objective="distill", teacher_window_s=0.5, teacher_hop_s=0.25, epochs=1,
                               contrastive_weight=0.1, embedding_weight=0.5,
                               batch_size=6, crops_per_speaker=2, pairs_per_epoch=12, val_pairs=8)
-    for bands, status in ((12, 1), (32, 0)):
+    for bands, status in ((12, 1), (32, 0), (40, 0)):
         monkeypatch.setattr(experiments.peers, "teacher",
                             lambda name, rate, window_s, bands=bands: (band_energies(window_s, bands), "bands"))
         config.update(output_dir=str(tmp_path / f"run{bands}"))
         path = tmp_path / f"distill{bands}.yaml"
         path.write_text(yaml.safe_dump(config))
         assert train_main(["--config", str(path), "--quiet"]) == status
-    assert "as wide as the teacher's (12)" in capsys.readouterr().err
-    log = np.genfromtxt(tmp_path / "run32" / "log.csv", delimiter=",", names=True)
-    assert np.isfinite(log["val_loss"])
+    assert "at most as wide as the teacher's (12)" in capsys.readouterr().err
+    for bands in (32, 40):  # the same width, and a wider teacher seen on its 32 main directions
+        log = np.genfromtxt(tmp_path / f"run{bands}" / "log.csv", delimiter=",", names=True)
+        assert np.isfinite(log["val_loss"])
     config["training"].update(objective="batch_all")
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="embedding_weight needs training.objective: distill"):
