@@ -8,6 +8,7 @@ small head), so models are compared by choosing a preset.
 from pathlib import Path
 
 import keras
+import numpy as np
 import yaml
 from keras import layers
 
@@ -184,3 +185,46 @@ def load_frontend_weights(tower, path):
         norm = "layer" if any(layer.name == "norm1" for layer in frontend.layers) else "group"
         source = load_wav2vec2_feature_encoder(path, norm=norm)
     frontend.set_weights(source.get_weights())
+
+
+def fold_batch_norm(model):
+    """An inference copy of a chain of layers with each `Conv1D -> BatchNormalization` made one `Conv1D`.
+
+    At inference a batch norm is a fixed per-channel scale and shift, which the
+    convolution before it can absorb (scale its kernel, shift its bias): one pass
+    over the frames instead of two. The SincConv becomes a plain `Conv1D` with its
+    current filters, so they are not rebuilt on every call. Other layers are shared
+    with `model`. Returns `model` itself unless it is a single chain (each layer
+    feeding only the next).
+    """
+    chain = model.layers[1:]
+    if not isinstance(model.layers[0], layers.InputLayer) or any(
+            len(layer._inbound_nodes) != 1 or layer.input is not previous.output
+            for previous, layer in zip(model.layers, chain)):
+        return model
+    x = inputs = keras.Input(model.input.shape[1:], dtype=model.input.dtype)
+    index = 0
+    while index < len(chain):
+        layer = chain[index]
+        following = chain[index + 1] if index + 1 < len(chain) else None
+        if isinstance(layer, SincConv1D):
+            conv = layers.Conv1D(layer.filters, layer.kernel_size, strides=layer.stride, padding=layer.padding,
+                                 use_bias=False, name=layer.name)
+            x = conv(x)
+            conv.set_weights([np.asarray(layer.sinc_filters())])
+        elif (type(layer) is layers.Conv1D and layer.activation is keras.activations.linear
+              and isinstance(following, layers.BatchNormalization) and following.axis in (-1, 2)
+              and following.center and following.scale):
+            kernel = np.asarray(layer.kernel)
+            bias = np.asarray(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
+            mean, variance = np.asarray(following.moving_mean), np.asarray(following.moving_variance)
+            scale = np.asarray(following.gamma) / np.sqrt(variance + following.epsilon)
+            conv = layers.Conv1D(layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
+                                 dilation_rate=layer.dilation_rate, name=layer.name)
+            x = conv(x)
+            conv.set_weights([kernel * scale, (bias - mean) * scale + np.asarray(following.beta)])
+            index += 1  # the batch norm is inside the convolution now
+        else:
+            x = layer(x)
+        index += 1
+    return keras.Model(inputs, x, name=f"{model.name}_folded")

@@ -11,6 +11,7 @@ import yaml
 from keras import layers
 
 from sincnet_keras import SincConv1D, StatisticsPooling, available_presets, build_encoder, load_preset, window_samples
+from sincnet_keras.encoder import fold_batch_norm
 
 
 def _noise(batch, samples, seed=0):
@@ -173,3 +174,23 @@ def test_logmel_baseline_is_the_default_tower_with_fixed_filters(tmp_path):
     again = keras.saving.load_model(tmp_path / "logmel.keras", safe_mode=True)
     audio = np.random.default_rng(0).normal(size=(1, 16000, 1)).astype("float32")
     np.testing.assert_allclose(again(audio), logmel(audio), atol=1e-5)
+
+
+def test_fold_batch_norm_keeps_the_frames_in_fewer_layers():
+    tower = build_encoder("tiny")
+    rng = np.random.default_rng(0)
+    for layer in tower.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):  # statistics unlike a fresh layer's
+            width = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, width), rng.normal(size=width), rng.normal(size=width),
+                               rng.uniform(0.5, 2.0, width)])
+    pool = next(layer for layer in tower.layers if isinstance(layer, StatisticsPooling))
+    frames = keras.Model(tower.input, pool.input)
+    folded = fold_batch_norm(frames)
+    names = [type(layer).__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in names and "SincConv1D" not in names
+    assert len(folded.layers) == len(frames.layers) - 2  # two blocks, each conv absorbed its batch norm
+    audio = rng.normal(size=(2, 4001, 1)).astype("float32")
+    np.testing.assert_allclose(folded.predict_on_batch(audio), frames.predict_on_batch(audio), rtol=1e-4, atol=1e-4)
+    two_stacks = build_encoder("original_two_stacks")  # not a single chain: left as it is
+    assert fold_batch_norm(two_stacks) is two_stacks
