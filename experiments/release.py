@@ -87,11 +87,14 @@ def model_card(name, config, facts, verification, summary, speed, settings):
                    f"(requirements-peers.txt): relational loss on every pair's cosine similarity in a batch"
                    + (f", plus {training['contrastive_weight']:g} x contrastive loss (margin {training['margin']:g}) on "
                         f"speaker labels over every pair"
-                      if training.get("contrastive_weight", 0.0) > 0 else ""))
+                      if training.get("contrastive_weight", 0.0) > 0 else "")
+                   + (f", plus {training['embedding_weight']:g} x (1 - cosine) to the teacher's own embedding of each "
+                      f"crop's window (on its main directions when the tower is narrower)"
+                      if training.get("embedding_weight", 0.0) > 0 else ""))
     else:
         batches = f"{facts['epochs_run']} epochs of {training['pairs_per_epoch']} fresh pairs (batch {training['batch_size']})"
     how = (f"taught by the pretrained `{training['teacher']}` to reproduce its similarities between crops of the training "
-           f"speakers (knowledge distillation)" if training.get("objective") == "distill" else
+           f"speakers{' and its embeddings' if training.get('embedding_weight', 0.0) > 0 else ''} (knowledge distillation)" if training.get("objective") == "distill" else
            "trained with contrastive loss\non same/different-speaker pairs")
     margin = "" if training.get("objective") == "distill" else f", margin {training['margin']}"
     family = "wav2vec 2.0 feature encoder (frozen) + head" if "wav2vec" in config["model"]["preset"] else "SincNet"

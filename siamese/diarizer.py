@@ -31,7 +31,7 @@ from data_prep.vad import speech_regions
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "sincnet_distilled_lda.keras"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "sincnet_distilled_cosine.keras"
 
 
 @dataclass
