@@ -22,7 +22,7 @@ def test_readme_python_example(shipped_model, test_conversations, tmp_path):
     windows = diarizer.embed(test_conversations["wav_path"][0])
     assert annotation.to_rttm().startswith("SPEAKER")
     assert (tmp_path / "meeting.rttm").read_text() == annotation.to_rttm()
-    assert windows.embeddings.shape == (len(windows.starts), diarizer.tower.output.shape[-1])  # 64 after the LDA projection
+    assert windows.embeddings.shape == (len(windows.starts), diarizer.tower.output.shape[-1])  # 128 for the shipped tower
 
 
 def test_held_out_conversations_are_diarized_well(shipped_model, test_conversations):
