@@ -81,10 +81,11 @@ class RelationalDistillationLoss(keras.losses.Loss):
     code, and `BatchContrastiveLoss(margin)` on those labels is added with that weight:
     the teacher's geometry and our own speaker labels at once.
 
-    With `embedding_weight` > 0 (student and teacher of the same size), each crop's
+    With `embedding_weight` > 0 (student and teacher of the same size; training projects a
+    wider teacher with `data_prep.teacher_bank.project_teacher_windows`), each crop's
     `1 - cosine(student, teacher)` is added with that weight: the teacher's embedding
-    itself as a target, 256 numbers per crop where the similarities give the batch's
-    relations only. The student's last layer learns the rotation between the two spaces.
+    itself as a target for every crop, where the similarities give only the batch's
+    relations. The student's last layer learns the rotation between the two spaces.
     """
 
     def __init__(self, contrastive_weight=0.0, margin=1.0, embedding_weight=0.0,

@@ -193,9 +193,9 @@ def fold_batch_norm(model):
     At inference a batch norm is a fixed per-channel scale and shift, which the
     convolution before it can absorb (scale its kernel, shift its bias): one pass
     over the frames instead of two. The SincConv becomes a plain `Conv1D` with its
-    current filters, so they are not rebuilt on every call. Other layers are shared
-    with `model`. Returns `model` itself unless it is a single chain (each layer
-    feeding only the next).
+    current filters, so they are not rebuilt on every call. Other layers are copied
+    (same config and weights), so `model`'s own layers gain no new calls. Returns
+    `model` itself unless it is a single chain (each layer feeding only the next).
     """
     chain = model.layers[1:]
     if not isinstance(model.layers[0], layers.InputLayer) or any(
@@ -225,6 +225,8 @@ def fold_batch_norm(model):
             conv.set_weights([kernel * scale, (bias - mean) * scale + np.asarray(following.beta)])
             index += 1  # the batch norm is inside the convolution now
         else:
-            x = layer(x)
+            copy = layer.__class__.from_config(layer.get_config())
+            x = copy(x)
+            copy.set_weights(layer.get_weights())
         index += 1
     return keras.Model(inputs, x, name=f"{model.name}_folded")

@@ -192,5 +192,6 @@ def test_fold_batch_norm_keeps_the_frames_in_fewer_layers():
     assert len(folded.layers) == len(frames.layers) - 2  # two blocks, each conv absorbed its batch norm
     audio = rng.normal(size=(2, 4001, 1)).astype("float32")
     np.testing.assert_allclose(folded.predict_on_batch(audio), frames.predict_on_batch(audio), rtol=1e-4, atol=1e-4)
+    assert fold_batch_norm(frames).count_params() == folded.count_params()  # the tower's layers gained no calls
     two_stacks = build_encoder("original_two_stacks")  # not a single chain: left as it is
     assert fold_batch_norm(two_stacks) is two_stacks

@@ -61,8 +61,11 @@ def test_test_speakers_are_separated(shipped_model, test_split):
 
 def test_shared_frames_match_per_window_embeddings(shipped_model, test_conversations):
     """Pooling frames computed once per recording gives the embeddings of separate windows,
-    up to the zero padding that separate windows see at their edges. Compared before the LDA projection, which
-    whitens (so magnifies) those edge differences; tests/test_lda.py checks the projection ends the shared path."""
+    up to the zero padding that separate windows see at their edges, and pools the right frames: each shared
+    embedding is much closer to its own window's than to the window 0.5 s later. How close depends on the tower
+    (mean cosine 0.89-0.96 on three test conversations for the stop-22 tower, against 0.79-0.84 for the next
+    window; 0.95-0.98 for the stop-20 tower). Compared before an LDA projection, which whitens (so magnifies)
+    those edge differences; tests/test_lda.py checks the projection ends the shared path."""
     import keras
 
     from siamese.lda import LDA_LAYER
@@ -77,7 +80,9 @@ def test_shared_frames_match_per_window_embeddings(shipped_model, test_conversat
     shared = diarizer.embed_windows_shared(audio, starts)
     separate = diarizer.embed_windows(audio, starts)
     cosine = np.sum(shared * separate, axis=1)  # both unit-norm
-    assert shared.shape == separate.shape and np.mean(cosine) > 0.95
+    shifted = np.sum(shared[:-1] * separate[1:], axis=1)  # each shared window against the next separate one
+    assert shared.shape == separate.shape and np.mean(cosine) > 0.85
+    assert np.mean(cosine) > np.mean(shifted) + 0.05
 
 
 def test_flatten_towers_have_no_shared_frames():
