@@ -101,7 +101,9 @@ def project_teacher_windows(banks, dims):
     For a student narrower than its teacher (`training.embedding_weight` compares the two
     embeddings). The directions are the top right singular vectors of the *uncentred*
     training embeddings, so dot products, hence cosines, are kept as well as `dims`
-    directions can keep them.
+    directions can keep them. Each direction's sign is fixed (its largest component is
+    positive), so every machine, resume and worker gets the same targets, whatever sign
+    its LAPACK picks.
 
     Args:
         banks: `{split: [(starts, embeddings), ...]}`, as `load_teacher_bank` returns per split.
@@ -114,7 +116,9 @@ def project_teacher_windows(banks, dims):
     if not 1 <= dims <= train.shape[1]:
         raise ValueError(f"cannot project {train.shape[1]}-dimensional teacher embeddings to {dims} dimensions")
     _, singular, directions = np.linalg.svd(train, full_matrices=False)
-    basis = directions[:dims].T.astype(np.float32)  # shape: (D_teacher, dims)
+    directions = directions[:dims]
+    largest = directions[np.arange(dims), np.argmax(np.abs(directions), axis=1)]
+    basis = (directions * np.sign(largest)[:, None]).T.astype(np.float32)  # shape: (D_teacher, dims)
     kept = float(np.sum(singular[:dims] ** 2) / np.sum(singular**2))
     projected = {split: [(starts, embeddings @ basis) for starts, embeddings in windows]
                  for split, windows in banks.items()}

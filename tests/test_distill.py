@@ -95,6 +95,17 @@ def test_projected_teacher_windows_keep_dot_products_on_the_main_directions():
         project_teacher_windows({"train": train}, 9)
 
 
+def test_teacher_projection_does_not_depend_on_the_signs_lapack_picks():
+    """Negated, reordered training windows span the same directions: the targets must not change."""
+    rng = np.random.default_rng(1)
+    train = [(np.arange(6), rng.normal(size=(6, 8)).astype("float32")) for _ in range(5)]
+    val = [(np.arange(3), rng.normal(size=(3, 8)).astype("float32"))]
+    flipped = [(starts, -embeddings[::-1]) for starts, embeddings in train[::-1]]
+    first, _ = project_teacher_windows({"train": train, "val": val}, 4)
+    second, _ = project_teacher_windows({"train": flipped, "val": val}, 4)
+    np.testing.assert_allclose(second["val"][0][1], first["val"][0][1], rtol=1e-4, atol=1e-5)
+
+
 def test_teacher_bank_round_trip_and_refusals(tmp_path, tiny_librispeech):
     manifest = scan_librispeech(tiny_librispeech).iloc[:3].reset_index(drop=True)
     bank = build_teacher_bank(manifest, band_energies(1.0), sample_rate=RATE, window_s=1.0, hop_s=0.5,
