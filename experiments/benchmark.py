@@ -214,7 +214,9 @@ def describe(values):
 
 def calibrated(settings):
     """What calibration on validation speakers chose, in words."""
-    text = (f"window {settings.window_s} s, clustering threshold {settings.threshold}, "
+    from experiments.release import count_correction
+
+    text = (f"window {settings.window_s} s, clustering threshold {settings.threshold}{count_correction(settings)}, "
             f"smallest speaker {settings.min_cluster_s} s, verification threshold {settings.verification_threshold}")
     resegment = getattr(settings, "resegment", None)
     return text + (f", switch penalty {resegment['switch_penalty']}" if resegment else "")

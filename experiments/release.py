@@ -70,6 +70,12 @@ def training_facts(run_dir):
     return facts
 
 
+def count_correction(settings):
+    """The speaker-count correction of the threshold, in words ('' when off)."""
+    power = getattr(settings, "threshold_count_power", 0.0)
+    return f" x (K/(K-1))^({power:g}/2) for K speakers" if power and settings.center else ""
+
+
 def model_card(name, config, facts, verification, summary, speed, settings):
     rows = {(row["setting"], row["speakers"]): row for row in summary}
     der = lambda setting, count: f"{rows[(setting, count)]['der']:.1%}"  # noqa: E731
@@ -120,7 +126,8 @@ def model_card(name, config, facts, verification, summary, speed, settings):
 ## Calibrated settings (validation speakers)
 - Speech detection: `{settings.vad}`.
 - Windows of {settings.window_s} s every {settings.hop_s} s; embeddings centred per recording: {settings.center}.
-- Speaker count: average-linkage AHC cut at {settings.threshold}, a speaker needs {settings.min_cluster_s} s of windows;
+- Speaker count: average-linkage AHC cut at {settings.threshold}{count_correction(settings)}, a speaker needs
+  {settings.min_cluster_s} s of windows;
   split: {settings.clustering};
   resegmentation: {settings.resegment or 'none'}.
 - Verification threshold {settings.verification_threshold:.4f} (equal error rate point of validation trials).
@@ -157,7 +164,12 @@ def main(argv=None):
                         help="simulated conversations of 5-8 speakers (up to 3 min) added to calibration, and as many "
                         "scored on test speakers (default 20; 0 calibrates on the 2-4 speaker conversations alone)")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="length of the speed-test recording")
+    parser.add_argument("--count-power", type=float,
+                        help="power of the speaker-count correction of the clustering threshold, 0 for none "
+                        "(default: siamese.diarizer.DiarizerSettings.threshold_count_power)")
     args = parser.parse_args(argv)
+    if args.count_power is not None and args.count_power < 0:
+        parser.error("--count-power must be at least 0")
     import numpy as np
 
     from data_prep.audio import atomic_path
@@ -181,6 +193,8 @@ def main(argv=None):
     model.parent.mkdir(exist_ok=True)
     shutil.copyfile(run_dir / "tower.keras", model)
     settings = DiarizerSettings(sample_rate=tower_card["sample_rate"], window_s=tower_card["window_s"])
+    if args.count_power is not None:
+        settings.threshold_count_power = args.count_power
     settings.to_file(sidecar_path(model))
     diarizer = Diarizer.load(model)
     heldout = run_dir / "heldout"

@@ -57,6 +57,11 @@ class DiarizerSettings:
     # Subtract the recording's mean embedding (and renormalise) before clustering: what all windows
     # of a recording share (channel, noise, level) is not what tells its speakers apart.
     center: bool = True
+    # Centring pushes the mean embeddings of K speakers apart to a cosine of -1/(K-1) whatever their raw
+    # similarity, so speakers of small groups sit further apart: cutting at K speakers uses
+    # threshold * (K/(K-1))^(power/2) (`count_threshold`); 0 disables it. Sidecars calibrated before it
+    # existed have no such key and read as 0.
+    threshold_count_power: float = 0.5
     # Frame-level resegmentation (None: each stretch of speech takes its nearest window's label).
     # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
     # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
@@ -79,6 +84,7 @@ class DiarizerSettings:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a settings file must hold a JSON object")
         known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        known.setdefault("threshold_count_power", 0.0)  # their thresholds were calibrated without it
         return cls(**known)
 
     def to_file(self, path):
@@ -560,6 +566,19 @@ class Diarizer:
         centred = embeddings - embeddings.mean(axis=0)
         return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
+    def count_threshold(self, threshold, count):
+        """The AHC threshold for cutting at `count` speakers (see `threshold_count_power`).
+
+        After centring, K speakers' mean embeddings lie sqrt(2K/(K-1)) apart (unit length): 2 for two
+        speakers, 1.5 for eight. Window embeddings are noisier than means, so only a power of that ratio
+        is applied (0.5 chosen on validation conversations, 2-8 speakers).
+        """
+        power = self.settings.threshold_count_power
+        if not power or not self.settings.center:  # uncentred embeddings keep their raw distances
+            return threshold
+        count = max(int(count), 2)
+        return threshold * (count / (count - 1)) ** (power / 2)
+
     @timed_stage("clustering")
     def cluster(self, embeddings, num_speakers=None, threshold=None):
         """Agglomerative clustering of window embeddings on Euclidean distances.
@@ -607,11 +626,26 @@ class Diarizer:
                     break
             keep = np.argsort(sizes)[::-1][:target]
         else:
-            labels = fcluster(tree, t=s.threshold if threshold is None else threshold, criterion="distance")
-            sizes = np.bincount(labels)
-            keep = np.flatnonzero(sizes >= min_size)
-            if len(keep) == 0:
-                keep = np.array([np.argmax(sizes)])
+            base = s.threshold if threshold is None else threshold
+            cuts = {}
+
+            def cut(speakers):  # (labels, sizes, large clusters) at the threshold for that many speakers
+                t = self.count_threshold(base, speakers)
+                if t not in cuts:
+                    labels = fcluster(tree, t=t, criterion="distance")
+                    sizes = np.bincount(labels)
+                    keep = np.flatnonzero(sizes >= min_size)
+                    cuts[t] = labels, sizes, keep if len(keep) else np.array([np.argmax(sizes)])
+                return cuts[t]
+
+            # The count and its threshold depend on each other: a few fixed-point steps from 4 speakers.
+            speakers = len(cut(4)[2])
+            for _ in range(4):
+                found = len(cut(speakers)[2])
+                if found == speakers:
+                    break
+                speakers = found
+            labels, sizes, keep = cut(speakers)
         keep = keep[sizes[keep] > 0]
         if s.clustering == "spectral" and len(keep) > 1:
             # AHC only decided how many speakers there are; the spectral split decides who is who.

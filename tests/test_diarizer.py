@@ -375,3 +375,42 @@ def test_chunked_frames_equal_the_frames_of_the_whole_recording(tiny_diarizer, s
     count = len(audio) // hop - 1  # the last frame may see the zero padding differently
     assert len(chunked) >= count
     np.testing.assert_allclose(chunked[1:count], whole[1:count], atol=1e-4)
+
+
+def test_count_threshold_grows_for_few_speakers_of_centred_embeddings():
+    settings = DiarizerSettings(threshold=1.0, threshold_count_power=0.5)
+    diarizer = Diarizer(None, settings)
+    assert diarizer.count_threshold(1.0, 2) == pytest.approx(2 ** 0.25)
+    assert diarizer.count_threshold(1.0, 1) == diarizer.count_threshold(1.0, 2)
+    assert 1.0 < diarizer.count_threshold(1.0, 8) < diarizer.count_threshold(1.0, 3) < diarizer.count_threshold(1.0, 2)
+    assert Diarizer(None, replace(settings, threshold_count_power=0.0)).count_threshold(1.2, 2) == 1.2
+    assert Diarizer(None, replace(settings, center=False)).count_threshold(1.2, 2) == 1.2
+
+
+def test_two_close_speakers_merge_only_with_the_count_correction():
+    """Two centred groups whose last merge lies between threshold and threshold * 2^(1/4)."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import pdist
+
+    rng = np.random.default_rng(5)
+    directions = rng.normal(size=(2, 16))
+    embeddings = np.concatenate([directions[0] + rng.normal(0, 1.0, (40, 16)),
+                                 directions[1] + rng.normal(0, 1.0, (40, 16))])
+    plain = Diarizer(None, DiarizerSettings(clustering="ahc", hop_s=0.25, min_cluster_s=2.0, threshold_count_power=0.0))
+    top = linkage(pdist(plain.clustering_space(embeddings)), method="average")[-1, 2]  # the 2 -> 1 merge
+    plain.settings.threshold = top / 1.1
+    assert len(set(plain.cluster(embeddings).tolist())) == 2
+    corrected = Diarizer(None, replace(plain.settings, threshold_count_power=0.5))
+    assert corrected.cluster(embeddings).tolist() == [0] * 80  # cut at 1.08 x the top merge
+
+
+def test_sidecars_without_the_count_correction_read_as_before(tmp_path):
+    path = tmp_path / "model.json"
+    DiarizerSettings(threshold=1.1).to_file(path)
+    assert DiarizerSettings.from_file(path).threshold_count_power == 0.5
+    values = {key: value for key, value in DiarizerSettings(threshold=1.1).__dict__.items()
+              if key != "threshold_count_power"}
+    import json
+
+    path.write_text(json.dumps(values))
+    assert DiarizerSettings.from_file(path).threshold_count_power == 0.0
