@@ -59,9 +59,10 @@ class DiarizerSettings:
     center: bool = True
     # Centring pushes the mean embeddings of K speakers apart to a cosine of -1/(K-1) whatever their raw
     # similarity, so speakers of small groups sit further apart: cutting at K speakers uses
-    # threshold * (K/(K-1))^(power/2) (`count_threshold`); 0 disables it. Sidecars calibrated before it
-    # existed have no such key and read as 0.
-    threshold_count_power: float = 0.5
+    # threshold * (K/(K-1))^(power/2) (`count_threshold`); 0 (the default) disables it. Power 0.5 lowered
+    # DER on 2-8 speaker conversations but found twice too many speakers in long recordings of 26
+    # (results/sincnet_distilled_cosine/NOTE.md), so it is opt-in (`experiments.release --count-power`).
+    threshold_count_power: float = 0.0
     # Frame-level resegmentation (None: each stretch of speech takes its nearest window's label).
     # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
     # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
@@ -84,7 +85,6 @@ class DiarizerSettings:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a settings file must hold a JSON object")
         known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
-        known.setdefault("threshold_count_power", 0.0)  # their thresholds were calibrated without it
         return cls(**known)
 
     def to_file(self, path):
@@ -571,7 +571,7 @@ class Diarizer:
 
         After centring, K speakers' mean embeddings lie sqrt(2K/(K-1)) apart (unit length): 2 for two
         speakers, 1.5 for eight. Window embeddings are noisier than means, so only a power of that ratio
-        is applied (0.5 chosen on validation conversations, 2-8 speakers).
+        is applied (0.5 was best on validation conversations of 2-8 speakers).
         """
         power = self.settings.threshold_count_power
         if not power or not self.settings.center:  # uncentred embeddings keep their raw distances
@@ -584,7 +584,8 @@ class Diarizer:
         """Agglomerative clustering of window embeddings on Euclidean distances.
 
         With `num_speakers` the dendrogram is cut into that many *large* clusters;
-        otherwise it is cut at the distance `threshold` (default: the calibrated one).
+        otherwise it is cut at the distance `threshold` (default: the calibrated one; scaled
+        for the count it finds when `threshold_count_power` is set, see `count_threshold`).
         A cluster with less than `min_cluster_s` of windows is not taken as a speaker
         (it is usually overlap, noise or a boundary window): its windows join the
         nearest large cluster's centroid.

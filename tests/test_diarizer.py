@@ -405,12 +405,13 @@ def test_two_close_speakers_merge_only_with_the_count_correction():
 
 
 def test_sidecars_without_the_count_correction_read_as_before(tmp_path):
-    path = tmp_path / "model.json"
-    DiarizerSettings(threshold=1.1).to_file(path)
-    assert DiarizerSettings.from_file(path).threshold_count_power == 0.5
-    values = {key: value for key, value in DiarizerSettings(threshold=1.1).__dict__.items()
-              if key != "threshold_count_power"}
+    """The correction is opt-in: a sidecar without the key (every release before it) reads as 0."""
     import json
 
+    path = tmp_path / "model.json"
+    DiarizerSettings(threshold=1.1, threshold_count_power=0.5).to_file(path)
+    assert DiarizerSettings.from_file(path).threshold_count_power == 0.5
+    values = json.loads(path.read_text())
+    del values["threshold_count_power"]
     path.write_text(json.dumps(values))
     assert DiarizerSettings.from_file(path).threshold_count_power == 0.0
