@@ -235,7 +235,8 @@ def viterbi(scores, switch_penalty):
     return path
 
 
-_POINTWISE = ("InputLayer", "BatchNormalization", "LeakyReLU", "ReLU", "ELU", "Activation", "Dropout", "Dense")
+_POINTWISE = ("InputLayer", "BatchNormalization", "LeakyReLU", "ReLU", "ELU", "Activation", "Dropout", "Dense",
+              "CentredLayerNorm")
 
 
 def receptive_field(model):
@@ -491,11 +492,12 @@ class Diarizer:
             pooled[rows] = np.concatenate([mean, np.sqrt(variance + epsilon)], axis=1)
         return self.pooled_head(head, pooled)
 
-    def pooled_head(self, head, pooled, rows=512):
-        """The layers after statistics pooling, on blocks of `rows` windows (the last one zero-padded).
+    def pooled_head(self, head, pooled, rows=512, step=64):
+        """The layers after statistics pooling, on blocks of `rows` windows (the last one zero-padded to `step`s).
 
-        One compiled function of one input shape: calling the layers eagerly costs more than their
-        arithmetic on a conversation's few hundred windows.
+        A compiled function: calling the layers eagerly costs more than their arithmetic on a
+        conversation's few hundred windows. Keras relaxes its input shape after a second block size,
+        so padding only to a multiple of `step` rows costs one more trace, not one per size.
         """
         if self._head_model is None or self._head_model[0] is not head:
             import keras
@@ -509,7 +511,7 @@ class Diarizer:
         out = []
         for first in range(0, len(pooled), rows):
             block = pooled[first:first + rows]
-            padded = np.zeros((rows, pooled.shape[1]), np.float32)
+            padded = np.zeros((-(-len(block) // step) * step, pooled.shape[1]), np.float32)
             padded[:len(block)] = block
             out.append(np.asarray(model.predict_on_batch(padded))[:len(block)])
         return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)

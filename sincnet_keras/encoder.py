@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import yaml
-from keras import layers
+from keras import layers, ops
 
 from sincnet_keras.log_mel import LogMelSpectrogram
 from sincnet_keras.pooling import StatisticsPooling
@@ -187,15 +187,43 @@ def load_frontend_weights(tower, path):
     frontend.set_weights(source.get_weights())
 
 
+@keras.saving.register_keras_serializable(package="sincnet_keras")
+class CentredLayerNorm(layers.Layer):
+    """Layer normalisation over the channels of frames whose channel mean is already zero.
+
+    `fold_batch_norm` centres the filters before a LayerNormalization, so its
+    input needs no mean removed: one pass fewer over the tower's largest frames.
+    Same `gamma`, `beta` and `epsilon` as the LayerNormalization it replaces.
+    """
+
+    def __init__(self, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="beta")
+
+    def call(self, inputs):
+        return inputs * ops.rsqrt(ops.mean(ops.square(inputs), axis=-1, keepdims=True) + self.epsilon) * self.gamma + self.beta
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
 def fold_batch_norm(model):
     """An inference copy of a chain of layers with each `Conv1D -> BatchNormalization` made one `Conv1D`.
 
     At inference a batch norm is a fixed per-channel scale and shift, which the
     convolution before it can absorb (scale its kernel, shift its bias): one pass
     over the frames instead of two. The SincConv becomes a plain `Conv1D` with its
-    current filters, so they are not rebuilt on every call. Other layers are copied
-    (same config and weights), so `model`'s own layers gain no new calls. Returns
-    `model` itself unless it is a single chain (each layer feeding only the next).
+    current filters, so they are not rebuilt on every call; a LayerNormalization
+    after it becomes a `CentredLayerNorm` over filters centred across channels.
+    An activation that never decreases (ReLU, LeakyReLU with a slope >= 0) followed
+    by max pooling is applied after the pooling instead, on half the frames: the
+    maximum of the activations is the activation of the maximum. Other layers are
+    copied (same config and weights), so `model`'s own layers gain no new calls.
+    Returns `model` itself unless it is a single chain (each layer feeding only the next).
     """
     chain = model.layers[1:]
     if not isinstance(model.layers[0], layers.InputLayer) or any(
@@ -211,7 +239,23 @@ def fold_batch_norm(model):
             conv = layers.Conv1D(layer.filters, layer.kernel_size, strides=layer.stride, padding=layer.padding,
                                  use_bias=False, name=layer.name)
             x = conv(x)
-            conv.set_weights([np.asarray(layer.sinc_filters())])
+            filters = np.asarray(layer.sinc_filters())  # shape: (kernel, 1, channels)
+            if (isinstance(following, layers.LayerNormalization) and np.atleast_1d(following.axis).tolist() in ([-1], [2])
+                    and following.center and following.scale and not following.rms_scaling):
+                # The mean over channels of the outputs is the output of the mean filter: centred filters
+                # give centred outputs, and the norm only has to scale them.
+                filters = filters - filters.mean(axis=-1, keepdims=True)
+                norm = CentredLayerNorm(epsilon=following.epsilon, name=following.name)
+                x = norm(x)
+                norm.set_weights(following.get_weights())
+                index += 1
+            conv.set_weights([filters])
+        elif (isinstance(layer, layers.ReLU) or isinstance(layer, layers.LeakyReLU) and layer.negative_slope >= 0) \
+                and isinstance(following, layers.MaxPooling1D):
+            for original in (following, layer):  # pool first, then the activation on the pooled frames
+                copy = original.__class__.from_config(original.get_config())
+                x = copy(x)
+            index += 1
         elif (type(layer) is layers.Conv1D and layer.activation is keras.activations.linear
               and isinstance(following, layers.BatchNormalization) and following.axis in (-1, 2)
               and following.center and following.scale):

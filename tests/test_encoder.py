@@ -184,12 +184,18 @@ def test_fold_batch_norm_keeps_the_frames_in_fewer_layers():
             width = layer.moving_mean.shape[0]
             layer.set_weights([rng.uniform(0.5, 2.0, width), rng.normal(size=width), rng.normal(size=width),
                                rng.uniform(0.5, 2.0, width)])
+        if isinstance(layer, keras.layers.LayerNormalization):  # some channels flipped: pooling must not move before it
+            width = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(-2.0, 2.0, width), rng.normal(size=width)])
     pool = next(layer for layer in tower.layers if isinstance(layer, StatisticsPooling))
     frames = keras.Model(tower.input, pool.input)
     folded = fold_batch_norm(frames)
     names = [type(layer).__name__ for layer in folded.layers]
-    assert "BatchNormalization" not in names and "SincConv1D" not in names
+    assert "BatchNormalization" not in names and "SincConv1D" not in names and "LayerNormalization" not in names
+    assert names[1:3] == ["Conv1D", "CentredLayerNorm"]  # centred sinc filters, then only a scale
     assert len(folded.layers) == len(frames.layers) - 2  # two blocks, each conv absorbed its batch norm
+    # Each LeakyReLU now follows its max pooling: same frames, half as many activations computed.
+    assert all(names[i - 1] == "MaxPooling1D" for i, name in enumerate(names) if name == "LeakyReLU")
     audio = rng.normal(size=(2, 4001, 1)).astype("float32")
     np.testing.assert_allclose(folded.predict_on_batch(audio), frames.predict_on_batch(audio), rtol=1e-4, atol=1e-4)
     assert fold_batch_norm(frames).count_params() == folded.count_params()  # the tower's layers gained no calls
