@@ -125,6 +125,33 @@ def project_teacher_windows(banks, dims):
     return projected, kept
 
 
+def init_signs(tower, manifest, windows, *, sample_rate, window_s, rows=60, every=5, seed=0):
+    """+1 or -1 for each projected teacher direction: the sign `tower`'s embeddings agree with.
+
+    A projection's signs are arbitrary (`project_teacher_windows` fixes one choice). A tower
+    already distilled against other signs (one to fine-tune) would be pulled away from what it
+    learned, so its own embeddings of clean bank windows (every `every`-th window of `rows`
+    seeded utterances) choose: each direction keeps the sign whose targets they agree with.
+    """
+    length = int(round(window_s * sample_rate))
+    offsets, lengths = utterance_spans(manifest)
+    paths = manifest["path"].astype(str).to_numpy()
+    crops, targets = [], []
+    for row in np.random.default_rng(seed).choice(len(windows), min(rows, len(windows)), replace=False):
+        starts, embeddings = windows[row]
+        audio = load_utterance(paths[row], sample_rate, offsets[row], lengths[row])
+        for pick in range(0, len(starts), every):
+            crop = audio[int(starts[pick]):int(starts[pick]) + length]
+            if len(crop) == length:
+                crops.append(normalize_level(crop))
+                targets.append(embeddings[pick])
+    if not crops:
+        raise ValueError("no bank window to compare the tower's embeddings with")
+    student = np.asarray(tower.predict(np.stack(crops)[..., None].astype(np.float32), batch_size=64, verbose=0))
+    agreement = np.sum(student * np.stack(targets), axis=0)  # shape: (dims,)
+    return np.where(agreement < 0, -1.0, 1.0).astype(np.float32)
+
+
 def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, batch_size, noise_prob=0.0,
                     noise_snr_db=(5.0, 30.0), cache_mb=2048, with_speaker=False):
     """A `tf.data.Dataset` of `(crops, teacher embeddings)` batches for distillation.

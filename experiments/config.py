@@ -40,6 +40,7 @@ SCHEMA = {
         "teacher_hop_s": float,
         "contrastive_weight": float,
         "embedding_weight": float,
+        "teacher_signs": str,
     },
 }
 
@@ -70,7 +71,7 @@ OPTIONAL = {"data": {"speed_perturb": []},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
                          "objective": "pairs", "crops_per_speaker": 4, "freeze": "none",
                          "teacher": "resemblyzer", "teacher_window_s": 1.5, "teacher_hop_s": 0.2,
-                         "contrastive_weight": 0.0, "embedding_weight": 0.0}}
+                         "contrastive_weight": 0.0, "embedding_weight": 0.0, "teacher_signs": "largest"}}
 
 
 # Smallest value each number may take: a zero batch size or epoch count is a
@@ -110,6 +111,7 @@ STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor
 # Strings with a fixed set of values.
 CHOICES = {"training.freeze": ("none", "frontend", "encoder"), "data.format": ("folders", "librispeech", "voxceleb", "manifest", "rttm"),
            "training.objective": ("pairs", "batch_all", "distill"), "training.teacher": ("resemblyzer",),
+           "training.teacher_signs": ("largest", "init"),
            "encoder.norm": ("group", "layer")}
 
 

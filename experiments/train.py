@@ -395,6 +395,8 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
     if chief_dir.resolve().is_relative_to(Path(config["data"]["root"]).resolve()):
         raise ConfigError(f"{chief_dir}: output_dir must not be inside the dataset folder {config['data']['root']}")
     training = config["training"]
+    if training["teacher_signs"] == "init" and init is None:
+        raise ConfigError("training.teacher_signs: init takes the signs from the --init tower; give --init")
     # The dataset first: a bad one fails before anything is written and before TensorFlow loads.
     manifests = prepare_manifests(config, run_dir, skipped)
     check_pairable(manifests, config["data"]["root"])
@@ -466,6 +468,15 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
             banks, kept = project_teacher_windows(banks, width)
             logger.info("teacher embeddings projected to %d dimensions (%.1f%% of their energy kept)", width,
                         100 * kept)
+            if training["teacher_signs"] == "init":  # fine-tuning a distilled tower: keep the signs it learned
+                from data_prep.teacher_bank import init_signs
+
+                signs = init_signs(tower, manifests["train"], banks["train"], sample_rate=preset["sample_rate"],
+                                   window_s=training["teacher_window_s"], seed=config["seed"])
+                banks = {split: [(starts, embeddings * signs) for starts, embeddings in windows]
+                         for split, windows in banks.items()}
+                logger.info("projected directions signed as --init's embeddings: %d of %d flipped",
+                            int((signs < 0).sum()), width)
         frozen = frozen_frontend(tower, config, run_dir)  # (frontend, head) when features can be computed once
         freeze_layers(tower, training["freeze"])
         if siamese is None or not rows:

@@ -13,6 +13,7 @@ from data_prep.manifest import scan_librispeech
 from data_prep.pairs import sample_speaker_batches
 from data_prep.teacher_bank import (
     build_teacher_bank,
+    init_signs,
     load_teacher_bank,
     project_teacher_windows,
     save_teacher_bank,
@@ -104,6 +105,36 @@ def test_teacher_projection_does_not_depend_on_the_signs_lapack_picks():
     first, _ = project_teacher_windows({"train": train, "val": val}, 4)
     second, _ = project_teacher_windows({"train": flipped, "val": val}, 4)
     np.testing.assert_allclose(second["val"][0][1], first["val"][0][1], rtol=1e-4, atol=1e-5)
+
+
+def test_init_signs_follow_the_embeddings_of_the_tower_to_fine_tune(tmp_path, tiny_librispeech):
+    """A tower that learned some directions with the other sign gets targets with those signs flipped."""
+    manifest = scan_librispeech(tiny_librispeech)
+
+    def shares(crops):  # level-free log band shares: the tower hears level-normalised crops
+        spectrum = np.abs(np.fft.rfft(crops, axis=1)) ** 2
+        energies = np.stack([band.sum(axis=1) for band in np.array_split(spectrum, 6, axis=1)], axis=1)
+        return np.log(energies / energies.sum(axis=1, keepdims=True) + 1e-9)
+
+    bank = build_teacher_bank(manifest, lambda audio, starts: shares(np.stack([audio[int(t * RATE):][:RATE // 2]
+                                                                                for t in starts])),
+                              sample_rate=RATE, window_s=0.5, hop_s=0.25, teacher="shares", progress=False)
+    save_teacher_bank(bank, tmp_path / "bank.npz")
+    windows = load_teacher_bank(tmp_path / "bank.npz", manifest, sample_rate=RATE, window_s=0.5, hop_s=0.25,
+                                teacher="shares")
+    centre = np.concatenate([embeddings for _, embeddings in windows]).mean(axis=0)
+    learned = np.array([1, -1, -1, 1, 1, -1], "float32")  # the signs the tower was distilled with
+
+    class Tower:  # the teacher's embedding of the same crop, centred, in the tower's own signs
+        def predict(self, crops, batch_size, verbose):
+            return (shares(crops[..., 0]) - centre) * learned
+
+    targets = [(starts, embeddings - centre) for starts, embeddings in windows]
+    signs = init_signs(Tower(), manifest, targets, sample_rate=RATE, window_s=0.5, rows=4, every=1)
+    np.testing.assert_array_equal(signs, learned)
+    flipped = [(starts, embeddings * learned) for starts, embeddings in targets]
+    np.testing.assert_array_equal(init_signs(Tower(), manifest, flipped, sample_rate=RATE, window_s=0.5, rows=4,
+                                             every=1), np.ones(6, "float32"))
 
 
 def test_teacher_bank_round_trip_and_refusals(tmp_path, tiny_librispeech):
@@ -205,6 +236,22 @@ def test_embedding_weight_trains_against_a_teacher_as_wide_as_the_tower(tmp_path
     config["training"].update(objective="batch_all")
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="embedding_weight needs training.objective: distill"):
+        load_config(path)
+
+
+def test_teacher_signs_from_the_init_tower_need_one(tmp_path, tiny_librispeech, capsys):
+    config = yaml.safe_load(open("experiments/configs/tiny.yaml"))
+    config.update(output_dir=str(tmp_path / "run"))
+    config["data"].update(root=str(tiny_librispeech), val_speakers=2, test_speakers=1)
+    config["training"].update(objective="distill", teacher_signs="init")
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path)]) == 1
+    assert "give --init" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    config["training"].update(teacher_signs="random")
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="teacher_signs must be one of"):
         load_config(path)
 
 
