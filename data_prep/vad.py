@@ -31,6 +31,11 @@ _CHUNK_FRAMES = 8192
 # The WebRTC and Silero detectors run at 16 kHz.
 _MODEL_RATE = 16000
 
+# Band SNRs are clipped to this range (nepers) before the learned detector sees them: far below the noise
+# is all the same, and a recording far cleaner than any training one should look like the cleanest ones.
+_SNR_RANGE = (-3.0, 8.0)
+_SNR_FLOOR = float(np.exp(_SNR_RANGE[0]))
+
 
 def frame_energy_db(
     audio: np.ndarray, sample_rate: int, *, frame_s: float = 0.025, hop_s: float = 0.010
@@ -233,13 +238,54 @@ def band_powers(audio: np.ndarray, *, num_bands: int = 24, frame: int = 400, hop
     return powers
 
 
-def _mean_snr(powers: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Each frame's mean over bands of ``log(max(power / noise, 1))``, computed in chunks."""
+def _mean_snr(powers: np.ndarray, noise: np.ndarray, band_out: np.ndarray | None = None) -> np.ndarray:
+    """Each frame's mean over bands of ``log(max(power / noise, 1))``, computed in chunks.
+
+    With ``band_out`` (float32, ``powers``' shape), each band's ``log(power / noise)``, clipped to
+    ``_SNR_RANGE``, is written there too (from the same logarithms).
+    """
     scores = np.empty(len(powers), dtype=np.float32)
     for first in range(0, len(powers), _CHUNK_FRAMES):
-        snr = np.log(np.maximum(powers[first:first + _CHUNK_FRAMES] / noise, 1.0))
+        if band_out is None:
+            snr = np.log(np.maximum(powers[first:first + _CHUNK_FRAMES] / noise, 1.0))
+        else:
+            snr = np.log(np.maximum(powers[first:first + _CHUNK_FRAMES] / noise, _SNR_FLOOR))
+            np.clip(snr, *_SNR_RANGE, out=band_out[first:first + len(snr)])
+            np.maximum(snr, 0.0, out=snr)
         scores[first:first + len(snr)] = snr.mean(axis=1)
     return scores
+
+
+def _noise_and_scores(
+    audio: np.ndarray, sample_rate: int, num_bands: int, average_frames: int, noise_quantile: float, threshold: float,
+    band_snr: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The recording's noise spectrum, each frame's mean band SNR, which bands are live, and (``band_snr``) the
+    clipped SNR of each live band (see :func:`band_snr`).
+
+    See :func:`spectral_vad`. Bands the recording never fills are left out of the noise and the band SNRs.
+    """
+    import scipy.ndimage
+
+    powers = band_powers(_to_16k(audio, sample_rate), num_bands=num_bands)
+    if average_frames > 1:
+        powers = scipy.ndimage.uniform_filter1d(powers, average_frames, axis=0, mode="nearest")
+    mean_power = powers.mean(axis=0, dtype=np.float64)
+    floor = mean_power.max() * 1e-6  # 60 dB below the loudest band: digital silence is not a noise level
+    live = mean_power > 10.0 * floor  # bands the recording fills at all
+    if not live.all():
+        powers = powers[:, live]
+    total = powers.sum(axis=1)
+    noise_frames = total <= np.quantile(total, noise_quantile)
+    bands = np.empty(powers.shape, dtype=np.float32) if band_snr else None
+    for estimate in range(2):
+        noise = np.maximum(powers[noise_frames].mean(axis=0, dtype=np.float64), floor).astype(np.float32)
+        scores = _mean_snr(powers, noise, bands)
+        is_speech = scores > threshold
+        if estimate == 1 or np.count_nonzero(~is_speech) <= np.count_nonzero(noise_frames):
+            break  # the second estimate only when the first leaves more frames out of speech
+        noise_frames = ~is_speech
+    return noise, scores, live, bands
 
 
 def spectral_vad(
@@ -309,23 +355,8 @@ def spectral_vad(
     if audio.size == 0 or not np.any(audio):
         return []
     duration_s = audio.size / sample_rate
-    powers = band_powers(_to_16k(audio, sample_rate), num_bands=num_bands)
-    if average_frames > 1:
-        powers = scipy.ndimage.uniform_filter1d(powers, average_frames, axis=0, mode="nearest")
-    mean_power = powers.mean(axis=0, dtype=np.float64)
-    floor = mean_power.max() * 1e-6  # 60 dB below the loudest band: digital silence is not a noise level
-    live = mean_power > 10.0 * floor  # bands the recording fills at all
-    if not live.all():
-        powers = powers[:, live]
-    total = powers.sum(axis=1)
-    noise_frames = total <= np.quantile(total, noise_quantile)
-    for estimate in range(2):
-        noise = np.maximum(powers[noise_frames].mean(axis=0, dtype=np.float64), floor).astype(np.float32)
-        scores = _mean_snr(powers, noise)
-        is_speech = scores > threshold
-        if estimate == 1 or np.count_nonzero(~is_speech) <= np.count_nonzero(noise_frames):
-            break  # the second estimate only when the first leaves more frames out of speech
-        noise_frames = ~is_speech
+    _, scores, _, _ = _noise_and_scores(audio, sample_rate, num_bands, average_frames, noise_quantile, threshold)
+    is_speech = scores > threshold
 
     def smooth(decisions):
         if smooth_frames == 1:
@@ -345,6 +376,93 @@ def spectral_vad(
         start_offset_s=(frame_s - hop_s) / 2,
         end_offset_s=(frame_s + hop_s) / 2,
         duration_s=duration_s,
+        min_speech_s=min_speech_s,
+        min_silence_s=min_silence_s,
+    )
+
+
+
+def band_snr(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    num_bands: int = 24,
+    average_frames: int = 3,
+    noise_quantile: float = 0.2,
+    threshold: float = 0.25,
+) -> np.ndarray:
+    """Each 10 ms frame's SNR in each mel band over the recording's own noise: the learned detector's input.
+
+    Band powers and the noise spectrum are those of :func:`spectral_vad` (same
+    arguments); the result is ``log(power / noise)`` in nepers, clipped to
+    [-3, 8]. Bands the recording never fills read 0, as if they held only noise.
+    Level, microphone colour and steady noise colour divide out, so a network
+    trained on it need not have heard them.
+
+    Returns:
+        float32 ``(frames, num_bands)``; frame ``i`` covers samples ``[160 i, 160 i + 400)`` at 16 kHz.
+    """
+    audio = _check_input(audio, sample_rate)
+    if audio.size == 0 or not np.any(audio):
+        frames = 1 + max(int(round(audio.size * _MODEL_RATE / sample_rate)) - 400, 0) // 160
+        return np.zeros((frames, num_bands), dtype=np.float32)
+    _, _, live, bands = _noise_and_scores(audio, sample_rate, num_bands, average_frames, noise_quantile, threshold,
+                                          band_snr=True)
+    if live.all():
+        return bands
+    snr = np.zeros((len(bands), num_bands), dtype=np.float32)
+    snr[:, live] = bands
+    return snr
+
+
+def learned_vad(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    model: str = "models/speech_detector.keras",
+    threshold: float = 0.5,
+    min_speech_s: float = 0.25,
+    min_silence_s: float = 0.1,
+) -> list[tuple[float, float]]:
+    """Find speech regions with a small network trained on band SNRs (``python -m experiments.train_vad``).
+
+    Each 10 ms frame of :func:`band_snr` gets a speech probability from the
+    network at ``model`` (:mod:`data_prep.speech_net`; it sees about 0.4 s either
+    side); frames above ``threshold`` are speech, merged as in :func:`energy_vad`.
+    It learns what the hand-set rule of :func:`spectral_vad` guesses: which
+    bands and which neighbouring frames tell speech from noise, and the
+    references' convention that pauses under 0.3 s inside speech are speech.
+
+    Args:
+        audio: 1-D samples.
+        sample_rate: Sample rate in Hz.
+        model: Path of the network's ``.keras`` file.
+        threshold: Speech probability above which a frame is speech.
+        min_speech_s: Shortest speech region kept, in seconds.
+        min_silence_s: Shortest pause kept between regions, in seconds.
+
+    Returns:
+        Sorted, non-overlapping ``(start_s, end_s)`` regions; [] for silence.
+
+    Raises:
+        ValueError: Bad audio shape, rate or threshold, or a missing or unusable model file.
+    """
+    from data_prep.speech_net import load_speech_net
+
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    audio = _check_input(audio, sample_rate)
+    network = load_speech_net(str(model))
+    if audio.size == 0 or not np.any(audio):
+        return []
+    probabilities = network(band_snr(audio, sample_rate, num_bands=network.num_bands))
+    hop_s, frame_s = 160 / _MODEL_RATE, 400 / _MODEL_RATE
+    return _merge_frames(
+        probabilities > threshold,
+        hop_s=hop_s,
+        start_offset_s=(frame_s - hop_s) / 2,
+        end_offset_s=(frame_s + hop_s) / 2,
+        duration_s=audio.size / sample_rate,
         min_speech_s=min_speech_s,
         min_silence_s=min_silence_s,
     )
@@ -599,7 +717,8 @@ def silero_vad(
     )
 
 
-SPEECH_DETECTORS = {"energy": energy_vad, "spectral": spectral_vad, "webrtc": webrtc_vad, "silero": silero_vad}
+SPEECH_DETECTORS = {"energy": energy_vad, "spectral": spectral_vad, "learned": learned_vad, "webrtc": webrtc_vad,
+                    "silero": silero_vad}
 
 
 def speech_regions(

@@ -68,14 +68,17 @@ def by_count(calibration):
             f"5-8 speakers {calibration['val_der_full_estimated_5to8']:.2%})")
 
 
-def calibrate_vad(diarizer, recordings, methods):
-    """Sets the detector setting with the lowest missed + false alarm speech; returns that row."""
-    from experiments.compare_vad import SETTINGS, compare
+def calibrate_vad(diarizer, recordings, methods, speech_model=None):
+    """Sets the detector setting with the lowest missed + false alarm speech; returns that row.
 
-    rows, _ = compare(recordings, methods, diarizer.settings.sample_rate)
+    `speech_model`: the learned detector's network (default experiments.compare_vad.SPEECH_MODEL).
+    """
+    from experiments.compare_vad import SPEECH_MODEL, compare, detector_options
+
+    speech_model = speech_model or SPEECH_MODEL
+    rows, _ = compare(recordings, methods, diarizer.settings.sample_rate, speech_model=speech_model)
     best = min(rows, key=lambda row: row["sum"])
-    options = {"method": best["method"], **dict(SETTINGS[best["method"]])[best["setting"]]}
-    diarizer.settings.vad = {key: value for key, value in options.items() if value is not None}
+    diarizer.settings.vad = detector_options(best["method"], best["setting"], speech_model)
     return best
 
 
@@ -117,8 +120,9 @@ def main(argv=None):
     parser.add_argument("--min-cluster", type=float, nargs="+", metavar="SECONDS",
                         help="least speech a cluster needs to count as a speaker, values to try "
                         "(default: keep the model's)")
-    parser.add_argument("--vad", nargs="+", choices=("energy", "spectral", "webrtc", "webrtc-trimmed", "silero"),
+    parser.add_argument("--vad", nargs="+", choices=("energy", "spectral", "learned", "webrtc", "webrtc-trimmed", "silero"),
                         help="speech detectors whose settings to try (default: keep the model's)")
+    parser.add_argument("--speech-model", help="the learned detector's network (default models/speech_detector.keras)")
     args = parser.parse_args(argv)
     import numpy as np
 
@@ -131,7 +135,7 @@ def main(argv=None):
         grid = np.arange(*args.grid)
         recordings = annotated_recordings(args.audio, args.rttm)
         if args.vad:
-            vad = calibrate_vad(diarizer, recordings, args.vad)
+            vad = calibrate_vad(diarizer, recordings, args.vad, args.speech_model)
             print(f"speech detection {diarizer.settings.vad} (development missed {vad['missed']:.2%}, "
                   f"false alarm {vad['false_alarm']:.2%})")
         der = calibrate_clustering(diarizer, recordings, args.windows or [diarizer.settings.window_s], grid,

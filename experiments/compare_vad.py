@@ -1,6 +1,7 @@
-"""Compare the speech detectors (energy, spectral, WebRTC, Silero) against reference RTTMs.
+"""Compare the speech detectors (energy, spectral, learned, WebRTC, Silero) against reference RTTMs.
 
-    python -m experiments.compare_vad --audio DIR --rttm DIR [--methods energy spectral webrtc silero] [--out FILE]
+    python -m experiments.compare_vad --audio DIR --rttm DIR [--methods energy spectral learned webrtc silero]
+        [--speech-model models/speech_detector.keras] [--out FILE]
 
 Recordings pair `DIR/<uri>.{wav,flac}` with `<uri>` in the RTTM files (as in
 experiments.evaluate). For each detector and each setting tried, the union of
@@ -42,8 +43,21 @@ SETTINGS = {
                   {"threshold": value, "low_threshold": low or value, "noise_quantile": quantile, "min_silence_s": pause})
                  for pause in (0.3, 0.2) for quantile in (0.1, 0.2) for value in (0.25, 0.3, 0.35)
                  for low in (None, 0.2, 0.15)],
+    # The learned detector (data_prep.vad.learned_vad) at its network's speech probability thresholds; the network
+    # file is `--speech-model` (default SPEECH_MODEL). It already bridges the references' short pauses itself.
+    "learned": [(f"threshold={value}, min_silence_s={pause}", {"threshold": value, "min_silence_s": pause})
+                for pause in (0.1, 0.2) for value in (0.3, 0.4, 0.5, 0.6)],
 }
 SAMPLE_RATE = 16000
+SPEECH_MODEL = "models/speech_detector.keras"  # the shipped learned detector (python -m experiments.train_vad)
+
+
+def detector_options(method, setting, speech_model=SPEECH_MODEL):
+    """Keyword arguments of data_prep.vad.speech_regions (``method`` included) for one row of SETTINGS."""
+    options = {"method": method, **dict(SETTINGS[method])[setting]}
+    if method == "learned":
+        options["model"] = str(speech_model)
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def speech_errors(reference, regions):
@@ -57,7 +71,7 @@ def speech_errors(reference, regions):
     return missed, false_alarm, speech.duration()
 
 
-def compare(recordings, methods, sample_rate=SAMPLE_RATE):
+def compare(recordings, methods, sample_rate=SAMPLE_RATE, speech_model=SPEECH_MODEL):
     """One row per (method, setting): missed, false alarm, their sum and the real-time factor."""
     from data_prep.audio import load_audio
     from data_prep.vad import speech_regions
@@ -66,9 +80,9 @@ def compare(recordings, methods, sample_rate=SAMPLE_RATE):
     audio_s = sum(len(audio) for _, audio, _ in loaded) / sample_rate
     rows = []
     for method in methods:
-        for label, options in SETTINGS[method]:
-            kwargs = {key: value for key, value in options.items() if key != "method"}
-            detector = options.get("method", method)
+        for label, _ in SETTINGS[method]:
+            kwargs = detector_options(method, label, speech_model)
+            detector = kwargs.pop("method")
             speech_regions(loaded[0][1][:sample_rate], sample_rate, detector)  # warm up (loads a model once)
             missed = false_alarm = speech = seconds = 0.0
             for _, audio, reference in loaded:
@@ -100,6 +114,8 @@ def main(argv=None):
     parser.add_argument("--rttm", required=True, help="folder of reference RTTM files")
     parser.add_argument("--methods", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS),
                         help="detectors to compare (default: all; webrtc-trimmed is WebRTC with an energy floor)")
+    parser.add_argument("--speech-model", default=SPEECH_MODEL,
+                        help=f"the learned detector's network (default {SPEECH_MODEL}; python -m experiments.train_vad)")
     parser.add_argument("--out", default="results/vad_comparison.md",
                         help="Markdown table to write (default results/vad_comparison.md)")
     parser.add_argument("--data", help="description of the recordings for the table's header "
@@ -116,7 +132,7 @@ def main(argv=None):
     methods = list(dict.fromkeys(args.methods))
     try:
         recordings = annotated_recordings(args.audio, args.rttm)
-        rows, audio_s = compare(recordings, methods)
+        rows, audio_s = compare(recordings, methods, speech_model=args.speech_model)
     except (OSError, ValueError, AudioError, ImportError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

@@ -65,6 +65,27 @@ PRETRAIN_SCHEMA = {
     },
 }
 
+# A speech detector config (experiments.train_vad): same seed and data sections, hence the same speaker
+# split; conversations are simulated from training speakers (validation speakers for early stopping).
+SPEECH_DETECTOR_SCHEMA = {
+    "seed": int,
+    "output_dir": str,
+    "data": PRETRAIN_SCHEMA["data"],
+    "conversations": {
+        "train": int,
+        "val": int,
+        "min_speakers": int,
+        "max_speakers": int,
+        "noise_snr_low": float,
+        "noise_snr_high": float,
+        "telephone_share": float,
+        "long_pause_share": float,
+        "noise_only_share": float,
+    },
+    "detector": {"channels": int, "kernel_size": int, "dilations": list},
+    "training": {"epochs": int, "batch_size": int, "learning_rate": float, "crop_s": float, "patience": int},
+}
+
 # Keys a config may leave out, with the value they then take (older configs stay valid).
 OPTIONAL = {"data": {"speed_perturb": []},
             "model": {"frontend_weights": ""},
@@ -105,6 +126,16 @@ MINIMUM = {
     "pretraining.num_negatives": 1,
     "pretraining.context_layers": 1,
     "pretraining.patience": 1,
+    "conversations.train": 1,
+    "conversations.val": 1,
+    "conversations.min_speakers": 2,
+    "conversations.max_speakers": 2,
+    "conversations.telephone_share": 0.0,
+    "conversations.long_pause_share": 0.0,
+    "conversations.noise_only_share": 0.0,
+    "detector.channels": 1,
+    "detector.kernel_size": 1,
+    "training.crop_s": 1.0,
 }
 # Numbers that must be strictly above their minimum (a rate or factor of 0 does nothing).
 STRICT = {"training.learning_rate", "training.margin", "training.lr_decay_factor", "pretraining.learning_rate"}
@@ -150,7 +181,15 @@ def _check(section, schema, where):
                    for f in factors) or len(set(factors)) != len(factors):
             raise ConfigError(f"data.speed_perturb: expected distinct factors in [0.5, 2] other than 1, got {factors!r}")
         section["speed_perturb"] = [float(f) for f in factors]
-    if where == "training.":
+    if where == "conversations.":
+        if section["min_speakers"] > section["max_speakers"] or section["noise_snr_low"] > section["noise_snr_high"] \
+                or max(section["telephone_share"], section["long_pause_share"], section["noise_only_share"]) > 1.0:
+            raise ConfigError("conversations: need min_speakers <= max_speakers, noise_snr_low <= noise_snr_high "
+                              "and shares <= 1")
+    if where == "detector." and not (section["dilations"] and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in section["dilations"])):
+        raise ConfigError(f"detector.dilations: expected a list of positive integers, got {section['dilations']!r}")
+    if where == "training." and "lr_decay_factor" in section:
         if section["lr_decay_factor"] >= 1.0:
             raise ConfigError(f"training.lr_decay_factor: must be < 1, got {section['lr_decay_factor']!r}")
         if section["noise_prob"] > 1.0 or section["noise_snr_low"] > section["noise_snr_high"]:

@@ -34,8 +34,9 @@ PENALTIES = (0.5, 1.0, 2.0)  # resegmentation switch penalties tried during cali
 MIN_CLUSTERS_S = (2.0, 3.0, 4.0, 5.0)
 # Speech detectors whose settings calibration tries (the lowest missed + false alarm speech on the
 # validation conversations wins). Silero is left out: alone it costs a real-time factor of about 0.009
-# on this CPU, above the whole pipeline's 0.005 budget (results/vad_comparison.md).
-VAD_METHODS = ("energy", "spectral", "webrtc", "webrtc-trimmed")
+# on this CPU, above the whole pipeline's 0.005 budget (results/vad_comparison.md). The learned detector's network
+# is `--speech-model` (python -m experiments.train_vad, trained on the shipped split's training speakers).
+VAD_METHODS = ("energy", "spectral", "learned", "webrtc", "webrtc-trimmed")
 # Calibration also sees conversations of more speakers than the 2-4 of the main sets, and the model card reports
 # them: chosen on 2-4 speakers alone, the count threshold merged speakers in 5-8 speaker conversations
 # (results/speaker_count.md, stop 19). Seeds of their validation and test sets.
@@ -164,6 +165,9 @@ def main(argv=None):
                         help="simulated conversations of 5-8 speakers (up to 3 min) added to calibration, and as many "
                         "scored on test speakers (default 20; 0 calibrates on the 2-4 speaker conversations alone)")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="length of the speed-test recording")
+    parser.add_argument("--speech-model", default="models/speech_detector.keras",
+                        help="the learned speech detector's network, one of the detectors calibration tries "
+                        "(default models/speech_detector.keras)")
     parser.add_argument("--count-power", type=float,
                         help="power of the speaker-count correction of the clustering threshold "
                         "(siamese.diarizer.DiarizerSettings.threshold_count_power; default: none; 0.5 lowered DER on "
@@ -171,6 +175,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.count_power is not None and args.count_power < 0:
         parser.error("--count-power must be at least 0")
+    if not Path(args.speech_model).is_file():
+        print(f"error: --speech-model {args.speech_model}: not found (python -m experiments.train_vad makes one)",
+              file=sys.stderr)
+        return 1
     import numpy as np
 
     from data_prep.audio import atomic_path
@@ -206,7 +214,7 @@ def main(argv=None):
                         seed=VAL_SEED, sample_rate=rate)
     val_trials = write_trials(manifests["val"], heldout / "val_trials", sample_rate=rate, seed=TRIALS_SEED)
     val_recordings = annotated_recordings(heldout / "val_conversations", heldout / "val_conversations")
-    vad = calibrate_vad(diarizer, val_recordings, VAD_METHODS)
+    vad = calibrate_vad(diarizer, val_recordings, VAD_METHODS, args.speech_model)
     print(f"speech detection {diarizer.settings.vad}: missed {vad['missed']:.2%}, false alarm {vad['false_alarm']:.2%}")
     many = {}
     if args.many_conversations > 0:

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 import zipfile
 from contextlib import contextmanager
@@ -85,10 +86,17 @@ class DiarizerSettings:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a settings file must hold a JSON object")
         known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        vad = known.get("vad")
+        if isinstance(vad, dict) and isinstance(vad.get("model"), str):  # a file is relative to its sidecar
+            known["vad"] = {**vad, "model": os.path.join(os.path.dirname(path), vad["model"])}
         return cls(**known)
 
     def to_file(self, path):
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Writes the sidecar; the speech detector's network file is stored relative to the sidecar's folder."""
+        values = asdict(self)
+        if isinstance(values["vad"].get("model"), str):
+            values["vad"]["model"] = os.path.relpath(values["vad"]["model"], os.path.dirname(os.path.abspath(path)))
+        Path(path).write_text(json.dumps(values, indent=2) + "\n")
 
 
 @dataclass
@@ -320,6 +328,13 @@ class Diarizer:
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{path}: not a .keras model file (not a zip archive)")
         settings = DiarizerSettings.from_file(sidecar_path(path)) if sidecar_path(path).is_file() else None
+        if settings is not None and settings.vad.get("method") == "learned":
+            from data_prep.speech_net import load_speech_net
+
+            try:  # a missing or broken network file is a one-line error now, not after decoding a recording
+                load_speech_net(str(settings.vad.get("model", "models/speech_detector.keras")))
+            except ValueError as error:
+                raise ValueError(f"{sidecar_path(path)}: {error}") from None
         try:
             tower = keras.saving.load_model(path, safe_mode=True, compile=False)
         except Exception as error:  # Keras raises many types for a bad file.

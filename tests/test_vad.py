@@ -80,7 +80,7 @@ def _silero_installed() -> bool:
 
 
 # silero-vad is installed apart from requirements.txt (pip install --no-deps silero-vad==6.2.3).
-TRAINED = ["spectral", "webrtc", pytest.param("silero", marks=pytest.mark.skipif(
+TRAINED = ["spectral", "learned", "webrtc", pytest.param("silero", marks=pytest.mark.skipif(
     not _silero_installed(), reason="pip install --no-deps silero-vad==6.2.3 (and onnxruntime)"))]
 
 
