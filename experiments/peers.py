@@ -182,6 +182,6 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, many
     diarizer.settings = base
     calibration = calibrate(diarizer, conversations, trials, many)
     with atomic_path(cache) as tmp:
-        tmp.write_text(json.dumps({**asdict(diarizer.settings), "calibration": calibration,
+        tmp.write_text(json.dumps({**diarizer.settings.stored(cache), "calibration": calibration,
                                    "calibrated_from": origin}, indent=2) + "\n")
     return diarizer, calibration

@@ -91,12 +91,15 @@ class DiarizerSettings:
             known["vad"] = {**vad, "model": os.path.join(os.path.dirname(path), vad["model"])}
         return cls(**known)
 
-    def to_file(self, path):
-        """Writes the sidecar; the speech detector's network file is stored relative to the sidecar's folder."""
+    def stored(self, path):
+        """The settings as a file at `path` holds them: the speech detector's network relative to that file's folder."""
         values = asdict(self)
         if isinstance(values["vad"].get("model"), str):
             values["vad"]["model"] = os.path.relpath(values["vad"]["model"], os.path.dirname(os.path.abspath(path)))
-        Path(path).write_text(json.dumps(values, indent=2) + "\n")
+        return values
+
+    def to_file(self, path):
+        Path(path).write_text(json.dumps(self.stored(path), indent=2) + "\n")
 
 
 @dataclass
