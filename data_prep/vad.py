@@ -115,6 +115,16 @@ def _merge_frames(
     return [(float(s), float(e)) for s, e in zip(starts[long_enough], ends[long_enough])]
 
 
+def merge_band_frames(
+    is_speech: np.ndarray, duration_s: float, *, min_speech_s: float, min_silence_s: float
+) -> list[tuple[float, float]]:
+    """:func:`_merge_frames` for decisions on :func:`band_powers`' frames (25 ms every 10 ms; each owns its middle 10 ms)."""
+    hop_s, frame_s = 160 / _MODEL_RATE, 400 / _MODEL_RATE
+    return _merge_frames(is_speech, hop_s=hop_s, start_offset_s=(frame_s - hop_s) / 2,
+                         end_offset_s=(frame_s + hop_s) / 2, duration_s=duration_s,
+                         min_speech_s=min_speech_s, min_silence_s=min_silence_s)
+
+
 def _check_input(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """1-D float32 view of ``audio``; ValueError for bad shape or rate."""
     audio = np.asarray(audio)
@@ -369,17 +379,7 @@ def spectral_vad(
         stretches, _ = scipy.ndimage.label(scores > low_threshold)  # each run of frames above the low threshold
         seeded = np.unique(stretches[is_speech])
         is_speech = smooth(np.isin(stretches, seeded[seeded > 0]) | is_speech)
-    hop_s, frame_s = 160 / _MODEL_RATE, 400 / _MODEL_RATE
-    return _merge_frames(
-        is_speech,
-        hop_s=hop_s,
-        start_offset_s=(frame_s - hop_s) / 2,
-        end_offset_s=(frame_s + hop_s) / 2,
-        duration_s=duration_s,
-        min_speech_s=min_speech_s,
-        min_silence_s=min_silence_s,
-    )
-
+    return merge_band_frames(is_speech, duration_s, min_speech_s=min_speech_s, min_silence_s=min_silence_s)
 
 
 def band_snr(
@@ -456,16 +456,8 @@ def learned_vad(
     if audio.size == 0 or not np.any(audio):
         return []
     probabilities = network(band_snr(audio, sample_rate, num_bands=network.num_bands))
-    hop_s, frame_s = 160 / _MODEL_RATE, 400 / _MODEL_RATE
-    return _merge_frames(
-        probabilities > threshold,
-        hop_s=hop_s,
-        start_offset_s=(frame_s - hop_s) / 2,
-        end_offset_s=(frame_s + hop_s) / 2,
-        duration_s=audio.size / sample_rate,
-        min_speech_s=min_speech_s,
-        min_silence_s=min_silence_s,
-    )
+    return merge_band_frames(probabilities > threshold, audio.size / sample_rate, min_speech_s=min_speech_s,
+                             min_silence_s=min_silence_s)
 
 
 def speech_mask(audio: np.ndarray, sample_rate: int, **vad_kwargs) -> np.ndarray:

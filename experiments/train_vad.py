@@ -106,7 +106,7 @@ def speech_errors_at(network, conversations, threshold=0.5, min_silence_s=0.1):
     """(missed, false alarm) speech of the detector on simulated conversations, as shares of the reference speech."""
     from pyannote.core import Annotation, Segment
 
-    from data_prep.vad import _merge_frames
+    from data_prep.vad import merge_band_frames
     from experiments.compare_vad import speech_errors
 
     missed = false_alarm = speech = 0.0
@@ -114,9 +114,8 @@ def speech_errors_at(network, conversations, threshold=0.5, min_silence_s=0.1):
         reference = Annotation()
         for start_s, end_s, speaker in segments:
             reference[Segment(start_s, end_s)] = speaker
-        regions = _merge_frames(network(features) > threshold, hop_s=HOP_S, start_offset_s=(FRAME_S - HOP_S) / 2,
-                                end_offset_s=(FRAME_S + HOP_S) / 2, duration_s=duration_s, min_speech_s=0.25,
-                                min_silence_s=min_silence_s)
+        regions = merge_band_frames(network(features) > threshold, duration_s, min_speech_s=0.25,
+                                    min_silence_s=min_silence_s)
         file_missed, file_false_alarm, file_speech = speech_errors(reference, regions)
         missed, false_alarm, speech = missed + file_missed, false_alarm + file_false_alarm, speech + file_speech
     return missed / speech, false_alarm / speech

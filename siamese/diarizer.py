@@ -87,8 +87,13 @@ class DiarizerSettings:
             raise ValueError(f"{path}: a settings file must hold a JSON object")
         known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
         vad = known.get("vad")
-        if isinstance(vad, dict) and isinstance(vad.get("model"), str):  # a file is relative to its sidecar
-            known["vad"] = {**vad, "model": os.path.join(os.path.dirname(path), vad["model"])}
+        if isinstance(vad, dict) and isinstance(vad.get("model"), str):
+            # A network file is relative to its sidecar; a sidecar copied without it finds the shipped one by name.
+            model = os.path.join(os.path.dirname(path), vad["model"])
+            shipped = DEFAULT_MODEL.parent / vad["model"]
+            if not os.path.isfile(model) and shipped.is_file():
+                model = str(shipped)
+            known["vad"] = {**vad, "model": model}
         return cls(**known)
 
     def stored(self, path):

@@ -108,8 +108,14 @@ def test_sidecar_keeps_the_network_relative_to_itself(tmp_path):
                                      "threshold": 0.5})
     settings.to_file(folder / "tower.json")
     assert json.loads((folder / "tower.json").read_text())["vad"]["model"] == "speech_detector.keras"
+    (folder / "speech_detector.keras").write_bytes(b"stands in for the network")
     again = DiarizerSettings.from_file(folder / "tower.json")
     assert again.vad["model"] == str(folder / "speech_detector.keras")
+    (folder / "speech_detector.keras").unlink()  # copied without it: the shipped network of that name
+    assert DiarizerSettings.from_file(folder / "tower.json").vad["model"].endswith("models/speech_detector.keras")
+    settings.vad["model"] = str(folder / "other.keras")  # no such file anywhere: stays as written, a clear error later
+    settings.to_file(folder / "tower.json")
+    assert DiarizerSettings.from_file(folder / "tower.json").vad["model"] == str(folder / "other.keras")
 
 
 def _tiny_config(tmp_path, librispeech_root, **changes):
