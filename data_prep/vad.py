@@ -21,6 +21,7 @@ picks one by name; ``python -m experiments.compare_vad`` measures them.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,8 @@ _MODEL_RATE = 16000
 # is all the same, and a recording far cleaner than any training one should look like the cleanest ones.
 _SNR_RANGE = (-3.0, 8.0)
 _SNR_FLOOR = float(np.exp(_SNR_RANGE[0]))
+# The shipped network of the learned detector (python -m experiments.train_vad), wherever the command runs from.
+SHIPPED_SPEECH_MODEL = str(Path(__file__).resolve().parents[1] / "models" / "speech_detector.keras")
 
 
 def frame_energy_db(
@@ -419,7 +422,7 @@ def learned_vad(
     audio: np.ndarray,
     sample_rate: int,
     *,
-    model: str = "models/speech_detector.keras",
+    model: str = SHIPPED_SPEECH_MODEL,
     threshold: float = 0.5,
     min_speech_s: float = 0.25,
     min_silence_s: float = 0.1,

@@ -338,9 +338,10 @@ class Diarizer:
         settings = DiarizerSettings.from_file(sidecar_path(path)) if sidecar_path(path).is_file() else None
         if settings is not None and settings.vad.get("method") == "learned":
             from data_prep.speech_net import load_speech_net
+            from data_prep.vad import SHIPPED_SPEECH_MODEL
 
             try:  # a missing or broken network file is a one-line error now, not after decoding a recording
-                load_speech_net(str(settings.vad.get("model", "models/speech_detector.keras")))
+                load_speech_net(str(settings.vad.get("model", SHIPPED_SPEECH_MODEL)))
             except ValueError as error:
                 raise ValueError(f"{sidecar_path(path)}: {error}") from None
         try:
