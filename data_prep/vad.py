@@ -271,9 +271,9 @@ def _mean_snr(powers: np.ndarray, noise: np.ndarray, band_out: np.ndarray | None
 
 def _noise_and_scores(
     audio: np.ndarray, sample_rate: int, num_bands: int, average_frames: int, noise_quantile: float, threshold: float,
-    band_snr: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """The recording's noise spectrum, each frame's mean band SNR, which bands are live, and (``band_snr``) the
+    with_bands: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each frame's mean band SNR over the recording's noise, which bands are live, and (``with_bands``) the
     clipped SNR of each live band (see :func:`band_snr`).
 
     See :func:`spectral_vad`. Bands the recording never fills are left out of the noise and the band SNRs.
@@ -290,7 +290,7 @@ def _noise_and_scores(
         powers = powers[:, live]
     total = powers.sum(axis=1)
     noise_frames = total <= np.quantile(total, noise_quantile)
-    bands = np.empty(powers.shape, dtype=np.float32) if band_snr else None
+    bands = np.empty(powers.shape, dtype=np.float32) if with_bands else None
     for estimate in range(2):
         noise = np.maximum(powers[noise_frames].mean(axis=0, dtype=np.float64), floor).astype(np.float32)
         scores = _mean_snr(powers, noise, bands)
@@ -298,7 +298,7 @@ def _noise_and_scores(
         if estimate == 1 or np.count_nonzero(~is_speech) <= np.count_nonzero(noise_frames):
             break  # the second estimate only when the first leaves more frames out of speech
         noise_frames = ~is_speech
-    return noise, scores, live, bands
+    return scores, live, bands
 
 
 def spectral_vad(
@@ -368,7 +368,7 @@ def spectral_vad(
     if audio.size == 0 or not np.any(audio):
         return []
     duration_s = audio.size / sample_rate
-    _, scores, _, _ = _noise_and_scores(audio, sample_rate, num_bands, average_frames, noise_quantile, threshold)
+    scores, _, _ = _noise_and_scores(audio, sample_rate, num_bands, average_frames, noise_quantile, threshold)
     is_speech = scores > threshold
 
     def smooth(decisions):
@@ -409,8 +409,8 @@ def band_snr(
     if audio.size == 0 or not np.any(audio):
         frames = 1 + max(int(round(audio.size * _MODEL_RATE / sample_rate)) - 400, 0) // 160
         return np.zeros((frames, num_bands), dtype=np.float32)
-    _, _, live, bands = _noise_and_scores(audio, sample_rate, num_bands, average_frames, noise_quantile, threshold,
-                                          band_snr=True)
+    _, live, bands = _noise_and_scores(audio, sample_rate, num_bands, average_frames, noise_quantile, threshold,
+                                       with_bands=True)
     if live.all():
         return bands
     snr = np.zeros((len(bands), num_bands), dtype=np.float32)

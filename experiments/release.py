@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+from experiments.compare_vad import SPEECH_MODEL
 from experiments.config import ConfigError, load_config
 
 VAL_SEED, TEST_SEED, TRIALS_SEED = 1, 2, 3
@@ -165,9 +166,9 @@ def main(argv=None):
                         help="simulated conversations of 5-8 speakers (up to 3 min) added to calibration, and as many "
                         "scored on test speakers (default 20; 0 calibrates on the 2-4 speaker conversations alone)")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="length of the speed-test recording")
-    parser.add_argument("--speech-model", default="models/speech_detector.keras",
+    parser.add_argument("--speech-model", default=SPEECH_MODEL,
                         help="the learned speech detector's network, one of the detectors calibration tries "
-                        "(default models/speech_detector.keras)")
+                        f"(default {SPEECH_MODEL})")
     parser.add_argument("--count-power", type=float,
                         help="power of the speaker-count correction of the clustering threshold "
                         "(siamese.diarizer.DiarizerSettings.threshold_count_power; default: none; 0.5 lowered DER on "
