@@ -173,6 +173,27 @@ def test_embed_noise(tiny_diarizer):
     np.testing.assert_allclose(np.linalg.norm(windows.embeddings, axis=1), 1.0, atol=1e-5)
 
 
+def test_numpy_blas_runs_on_one_thread_while_diarizing(tiny_diarizer, monkeypatch):
+    """OpenBLAS's spinning workers would take the cores TensorFlow needs (see `serial_blas`)."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    seen = []
+    speech = Diarizer.speech
+
+    def watched(self, audio):
+        seen.append(blas_threads())
+        return speech(self, audio)
+
+    monkeypatch.setattr(Diarizer, "speech", watched)
+    before = blas_threads()
+    tiny_diarizer.diarize(np.random.default_rng(1).normal(0.0, 0.1, 2 * 8000).astype(np.float32))
+    assert seen == [{1}]
+    assert blas_threads() == before  # restored afterwards
+
+
 def test_diarize_noise_labels_speech(tiny_diarizer):
     burst = np.zeros(3 * 8000, np.float32)  # 2 s of loud noise between quiet stretches: the detector's "speech"
     burst[4000:20000] = np.random.default_rng(1).normal(0.0, 0.1, 16000)
