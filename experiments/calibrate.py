@@ -36,7 +36,7 @@ def sweep_threshold(diarizer, embedded, grid):
     for threshold in grid:
         errors = scored = 0.0
         for uri, windows, reference in embedded:
-            labels = diarizer.cluster(windows.embeddings, threshold=threshold)
+            labels = diarizer.cluster(windows.embeddings, threshold=threshold, region_of=windows.region_of)
             key = (uri, labels.tobytes())
             if key not in scored_labels:
                 hypothesis = diarizer.to_annotation(windows, labels, uri=uri)
@@ -82,28 +82,42 @@ def calibrate_vad(diarizer, recordings, methods, speech_model=None):
     return best
 
 
-def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None, min_clusters_s=None):
-    """Sets the (window, switch penalty, smallest speaker, threshold) with the lowest development DER; returns that DER.
+def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None, min_clusters_s=None, smoothings=None):
+    """Sets the (window, switch penalty, smallest speaker, smoothing, threshold) with the lowest development DER; returns that DER.
 
     `penalties` (resegmentation switch penalties) are only tried when the settings resegment;
     `min_clusters_s` (the least speech a cluster needs to count as a speaker) default to the settings' own.
+    `smoothings` (neighbours each side that clustering averages in, `DiarizerSettings.smooth_windows`) are
+    tried in a second stage, with every smallest speaker, at the window and penalty the first stage chose:
+    the full product would triple the time of a calibration that is already its longest step.
     """
-    best = None
+    settings = diarizer.settings
+    embedded, best = {}, None
+
+    def sweep(window_s, penalty, min_cluster_s, smoothing):
+        nonlocal best
+        settings.window_s, settings.min_cluster_s, settings.smooth_windows = window_s, min_cluster_s, smoothing
+        if penalty is not None:
+            settings.resegment = {**settings.resegment, "switch_penalty": penalty}
+        if window_s not in embedded:
+            embedded[window_s] = embed_recordings(diarizer, recordings)
+        totals = sweep_threshold(diarizer, embedded[window_s], grid)
+        if best is None or totals.min() < best[0]:
+            best = (float(totals.min()), window_s, penalty, min_cluster_s, smoothing, round(float(grid[int(totals.argmin())]), 4))
+
     for window_s in windows_s:
-        diarizer.settings.window_s = window_s
-        embedded = embed_recordings(diarizer, recordings)
-        for penalty in (penalties or [None]) if diarizer.settings.resegment else [None]:
-            if penalty is not None:
-                diarizer.settings.resegment = {**diarizer.settings.resegment, "switch_penalty": penalty}
-            for min_cluster_s in min_clusters_s or [diarizer.settings.min_cluster_s]:
-                diarizer.settings.min_cluster_s = min_cluster_s
-                totals = sweep_threshold(diarizer, embedded, grid)
-                if best is None or totals.min() < best[0]:
-                    best = (float(totals.min()), window_s, penalty, min_cluster_s,
-                            round(float(grid[int(totals.argmin())]), 4))
-    _, diarizer.settings.window_s, penalty, diarizer.settings.min_cluster_s, diarizer.settings.threshold = best
+        for penalty in (penalties or [None]) if settings.resegment else [None]:
+            for min_cluster_s in min_clusters_s or [settings.min_cluster_s]:
+                sweep(window_s, penalty, min_cluster_s, settings.smooth_windows)
+        embedded = {key: value for key, value in embedded.items() if key == best[1]}  # one window's embeddings at a time
+    first = best
+    for smoothing in smoothings or []:
+        if smoothing != first[4]:
+            for min_cluster_s in min_clusters_s or [first[3]]:
+                sweep(first[1], first[2], min_cluster_s, smoothing)
+    _, settings.window_s, penalty, settings.min_cluster_s, settings.smooth_windows, settings.threshold = best
     if penalty is not None:
-        diarizer.settings.resegment = {**diarizer.settings.resegment, "switch_penalty": penalty}
+        settings.resegment = {**settings.resegment, "switch_penalty": penalty}
     return best[0]
 
 
@@ -119,6 +133,9 @@ def main(argv=None):
                         "(default: keep the model's)")
     parser.add_argument("--min-cluster", type=float, nargs="+", metavar="SECONDS",
                         help="least speech a cluster needs to count as a speaker, values to try "
+                        "(default: keep the model's)")
+    parser.add_argument("--smooth", type=int, nargs="+", metavar="K",
+                        help="neighbouring windows each side that clustering averages in, values to try "
                         "(default: keep the model's)")
     parser.add_argument("--vad", nargs="+", choices=("energy", "spectral", "learned", "webrtc", "webrtc-trimmed", "silero"),
                         help="speech detectors whose settings to try (default: keep the model's)")
@@ -139,7 +156,7 @@ def main(argv=None):
             print(f"speech detection {diarizer.settings.vad} (development missed {vad['missed']:.2%}, "
                   f"false alarm {vad['false_alarm']:.2%})")
         der = calibrate_clustering(diarizer, recordings, args.windows or [diarizer.settings.window_s], grid,
-                                   min_clusters_s=args.min_cluster)
+                                   min_clusters_s=args.min_cluster, smoothings=args.smooth)
         if args.trials:
             diarizer.settings.verification_threshold = score_trials(diarizer, args.trials)["eer_threshold"]
     except (OSError, ValueError, AudioError) as error:
@@ -148,7 +165,7 @@ def main(argv=None):
     with atomic_path(sidecar_path(args.model or DEFAULT_MODEL)) as tmp:
         diarizer.settings.to_file(tmp)
     print(f"window {diarizer.settings.window_s} s, clustering threshold {diarizer.settings.threshold}, "
-          f"smallest speaker {diarizer.settings.min_cluster_s} s "
+          f"smallest speaker {diarizer.settings.min_cluster_s} s, {diarizer.settings.smooth_windows} neighbours averaged "
           f"(development DER full, estimated count: {der:.2%})")
     if args.trials:
         print(f"verification threshold {diarizer.settings.verification_threshold:.4f}")

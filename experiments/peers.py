@@ -138,12 +138,12 @@ def calibrate(diarizer, conversations, trials, many=None):
     """
     from experiments.calibrate import calibrate_clustering, der_by_count
     from experiments.evaluate import annotated_recordings, score_trials
-    from experiments.release import MIN_CLUSTERS_S, PENALTIES, WINDOWS_S
+    from experiments.release import MIN_CLUSTERS_S, PENALTIES, SMOOTHINGS, WINDOWS_S
 
     recordings = annotated_recordings(conversations, conversations)
     more = annotated_recordings(many, many) if many else []
     der = calibrate_clustering(diarizer, recordings + more, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES,
-                               MIN_CLUSTERS_S)
+                               MIN_CLUSTERS_S, SMOOTHINGS)
     verification = score_trials(diarizer, trials)
     diarizer.settings.verification_threshold = round(verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": der, "val_eer": verification["eer"]}
@@ -162,14 +162,14 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, many
     from importlib.metadata import version
 
     from data_prep.audio import atomic_path
-    from experiments.release import MIN_CLUSTERS_S, PENALTIES, WINDOWS_S
+    from experiments.release import MIN_CLUSTERS_S, PENALTIES, SMOOTHINGS, WINDOWS_S
 
     base = DiarizerSettings.from_file(base_settings_path)
     base.shared_frames = False  # never used by the peer (see `frame_split`); said so in its settings
     data = [Path(conversations) / "conversations.csv", Path(trials)] + ([Path(many) / "conversations.csv"] if many else [])
     origin = {"base": asdict(base), "peer": f"{name} {version(name)}", "grid": list(CALIBRATION_GRID),
               "windows": list(WINDOWS_S), "penalties": list(PENALTIES),
-              "min_clusters_s": list(MIN_CLUSTERS_S),
+              "min_clusters_s": list(MIN_CLUSTERS_S), "smoothings": list(SMOOTHINGS),
               "validation": {str(path): hashlib.sha1(path.read_bytes()).hexdigest() for path in data}}
     cache = Path(cache)
     if cache.is_file() and not recalibrate:

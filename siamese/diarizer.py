@@ -64,6 +64,10 @@ class DiarizerSettings:
     # DER on 2-8 speaker conversations but found twice too many speakers in long recordings of 26
     # (results/sincnet_distilled_cosine/NOTE.md), so it is opt-in (`experiments.release --count-power`).
     threshold_count_power: float = 0.0
+    # Clustering compares each window with up to this many neighbours on either side (of its own speech
+    # region) averaged in: k = 1 or 2 gives 1.5 or 2 s of voice at the cost of no resolution, since the
+    # resegmentation still votes with each window's own embedding. 0 (the default) compares windows alone.
+    smooth_windows: int = 0
     # Frame-level resegmentation (None: each stretch of speech takes its nearest window's label).
     # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
     # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
@@ -237,6 +241,17 @@ def serial_blas(method):
         with _thread_pools().limit(limits=1, user_api="blas"):
             return method(*args, **kwargs)
     return wrapper
+
+
+def neighbour_mean(points, region_of, k):
+    """Each point averaged with up to `k` neighbours on either side that share its region (a run of equal `region_of`)."""
+    count = len(points)
+    index = np.arange(count)
+    first = np.searchsorted(region_of, region_of, side="left")  # region_of is sorted: runs are regions
+    last = np.searchsorted(region_of, region_of, side="right")
+    low, high = np.maximum(index - k, first), np.minimum(index + k + 1, last)
+    sums = np.concatenate([np.zeros((1, points.shape[1])), np.cumsum(points, axis=0, dtype=np.float64)])
+    return ((sums[high] - sums[low]) / (high - low)[:, None]).astype(points.dtype)
 
 
 def viterbi(scores, switch_penalty):
@@ -622,8 +637,11 @@ class Diarizer:
         return threshold * (count / (count - 1)) ** (power / 2)
 
     @timed_stage("clustering")
-    def cluster(self, embeddings, num_speakers=None, threshold=None):
+    def cluster(self, embeddings, num_speakers=None, threshold=None, region_of=None):
         """Agglomerative clustering of window embeddings on Euclidean distances.
+
+        `region_of` (each window's speech region, `Windows.region_of`; None: one region) bounds the
+        neighbours that `smooth_windows` averages in.
 
         With `num_speakers` the dendrogram is cut into that many *large* clusters;
         otherwise it is cut at the distance `threshold` (default: the calibrated one; scaled
@@ -642,6 +660,11 @@ class Diarizer:
         count = len(embeddings)
         if count <= 1:
             return np.zeros(count, dtype=int)
+        if isinstance(s.smooth_windows, bool) or not isinstance(s.smooth_windows, int) or s.smooth_windows < 0:
+            raise ValueError(f"smooth_windows must be a whole number >= 0, got {s.smooth_windows!r}")
+        if s.smooth_windows > 0:
+            region_of = np.zeros(count, int) if region_of is None else np.asarray(region_of)
+            embeddings = neighbour_mean(embeddings, region_of, s.smooth_windows)
         embeddings = self.clustering_space(embeddings)
         group = int(np.ceil(count / s.max_cluster_points))
         points = embeddings
@@ -793,7 +816,7 @@ class Diarizer:
         if len(windows.starts) == 0:
             logger.warning("%s: no speech found; the diarization is empty", uri)
             return self._written(Annotation(uri=uri), rttm)
-        labels = self.cluster(windows.embeddings, num_speakers=num_speakers)
+        labels = self.cluster(windows.embeddings, num_speakers=num_speakers, region_of=windows.region_of)
         return self._written(self.to_annotation(windows, labels, uri=uri), rttm)
 
     @staticmethod
