@@ -84,6 +84,32 @@ def test_cluster_zero_and_one_window():
 # --- Windows over regions ------------------------------------------------------------------
 
 
+def test_neighbour_mean_stays_inside_each_region():
+    from siamese.diarizer import neighbour_mean
+
+    points = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [20.0]])
+    region_of = np.array([0, 0, 0, 1, 1, 2])
+    np.testing.assert_allclose(neighbour_mean(points, region_of, 1)[:, 0], [0.5, 1.0, 1.5, 10.5, 10.5, 20.0])
+    np.testing.assert_allclose(neighbour_mean(points, region_of, 5)[:, 0], [1.0, 1.0, 1.0, 10.5, 10.5, 20.0])
+
+
+def test_smoothing_keeps_a_stray_window_with_its_neighbours():
+    """One window of A's turn that looks like B: alone it is taken for B, with its neighbours averaged in it stays A."""
+    rng = np.random.default_rng(0)
+    a, b = np.eye(8)[0], np.eye(8)[1]
+    embeddings = np.concatenate([np.tile(a, (12, 1)), np.tile(b, (12, 1))]) + rng.normal(0, 0.05, (24, 8))
+    embeddings[5] = b + rng.normal(0, 0.05, 8)  # a stray window inside A's turn
+    region_of = np.array([0] * 12 + [1] * 12)
+    settings = DiarizerSettings(**AHC, threshold=0.8, min_cluster_s=0.0)
+    alone = Diarizer(None, settings).cluster(embeddings, region_of=region_of)
+    assert alone[5] != alone[4]
+    smoothed = Diarizer(None, replace(settings, smooth_windows=2)).cluster(embeddings, region_of=region_of)
+    assert smoothed.tolist() == [0] * 12 + [1] * 12  # and the turn change stays where it is
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(ValueError, match="smooth_windows"):
+            Diarizer(None, replace(settings, smooth_windows=bad)).cluster(embeddings)
+
+
 def test_window_starts_cover_regions():
     diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.25))
     regions = [(2.0, 2.6), (5.0, 7.1)]
