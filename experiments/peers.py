@@ -104,22 +104,28 @@ def load_peer(name, settings_path=None):
     return ResemblyzerDiarizer.load(settings_path)
 
 
-def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_conversations=None):
+def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_conversations=None,
+                 many_conversations=None):
     """{split: (conversations folder, trials file)} that experiments.release calibrates and measures on.
 
     Same seeds and sizes as release (unless given), so a run folder it released is reused
     as it is and a fresh one gets the same data. Nothing present is rewritten. "val_many"
-    and "test_many" are the release's conversations of 5-8 speakers (folders), or None
-    where the release made none (`--many-conversations 0`).
+    and "test_many" are the release's conversations of 5-8 speakers (folders), simulated
+    like release does where missing (`many_conversations`, default release's; 0: none
+    are made, and a missing folder gives None).
     """
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
-    from experiments.release import TEST_CONVERSATIONS, TEST_SEED, TRIALS_SEED, VAL_CONVERSATIONS, VAL_SEED
+    from experiments.release import (MANY_CONVERSATIONS, MANY_MAX_S, MANY_SPEAKERS, TEST_CONVERSATIONS,
+                                     TEST_MANY_SEED, TEST_SEED, TRIALS_SEED, VAL_CONVERSATIONS, VAL_MANY_SEED,
+                                     VAL_SEED)
 
     heldout = Path(heldout)
     data = {}
     sizes = (val_conversations or VAL_CONVERSATIONS, test_conversations or TEST_CONVERSATIONS)
-    for split, seed, count in (("val", VAL_SEED, sizes[0]), ("test", TEST_SEED, sizes[1])):
+    many_count = MANY_CONVERSATIONS if many_conversations is None else many_conversations
+    for split, seed, many_seed, count in (("val", VAL_SEED, VAL_MANY_SEED, sizes[0]),
+                                          ("test", TEST_SEED, TEST_MANY_SEED, sizes[1])):
         conversations, trials = heldout / f"{split}_conversations", heldout / f"{split}_trials" / "trials.txt"
         if not (conversations / "conversations.csv").is_file():
             write_conversations(manifests[split], conversations, num_conversations=count, seed=seed, sample_rate=sample_rate)
@@ -127,6 +133,10 @@ def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_c
             write_trials(manifests[split], trials.parent, sample_rate=sample_rate, seed=TRIALS_SEED)
         data[split] = (conversations, trials)
         many = heldout / f"{split}_many_conversations"
+        if many_count > 0 and not (many / "conversations.csv").is_file():
+            write_conversations(manifests[split], many, num_conversations=many_count, seed=many_seed,
+                                min_speakers=MANY_SPEAKERS[0], max_speakers=MANY_SPEAKERS[1],
+                                sample_rate=sample_rate, max_duration_s=MANY_MAX_S)
         data[f"{split}_many"] = many if (many / "conversations.csv").is_file() else None
     return data
 

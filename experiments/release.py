@@ -44,7 +44,7 @@ VAD_METHODS = ("energy", "spectral", "learned", "webrtc", "webrtc-trimmed")
 # Calibration also sees conversations of more speakers than the 2-4 of the main sets, and the model card reports
 # them: chosen on 2-4 speakers alone, the count threshold merged speakers in 5-8 speaker conversations
 # (results/speaker_count.md, stop 19). Seeds of their validation and test sets.
-MANY_SPEAKERS, MANY_MAX_S = (5, 8), 180.0
+MANY_SPEAKERS, MANY_MAX_S, MANY_CONVERSATIONS = (5, 8), 180.0, 20
 VAL_MANY_SEED, TEST_MANY_SEED = 4, 5
 
 
@@ -164,7 +164,7 @@ def main(argv=None):
                         help="simulated validation conversations (default 100: with 30 the calibrated count threshold "
                         "varied enough to reverse choices on test)")
     parser.add_argument("--test-conversations", type=int, default=TEST_CONVERSATIONS, help="simulated test conversations")
-    parser.add_argument("--many-conversations", type=int, default=20,
+    parser.add_argument("--many-conversations", type=int, default=MANY_CONVERSATIONS,
                         help="simulated conversations of 5-8 speakers (up to 3 min) added to calibration, and as many "
                         "scored on test speakers (default 20; 0 calibrates on the 2-4 speaker conversations alone)")
     parser.add_argument("--benchmark-minutes", type=float, default=5.0, help="length of the speed-test recording")

@@ -6,6 +6,7 @@ run Resemblyzer skip there; the command-line contract is tested everywhere.
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,9 +107,38 @@ def test_heldout_data_finds_the_release_many_speaker_conversations(tmp_path):
         (tmp_path / f"{split}_trials" / "trials.txt").write_text("")
     (tmp_path / "val_many_conversations").mkdir()
     (tmp_path / "val_many_conversations" / "conversations.csv").write_text("uri\n")
-    data = heldout_data({}, tmp_path, 16000)  # everything present: nothing is simulated
+    data = heldout_data({}, tmp_path, 16000, many_conversations=0)  # nothing is simulated
     assert data["val"] == (tmp_path / "val_conversations", tmp_path / "val_trials" / "trials.txt")
     assert data["val_many"] == tmp_path / "val_many_conversations" and data["test_many"] is None
+
+
+def test_heldout_data_simulates_missing_many_speaker_conversations_as_release_does(tmp_path, monkeypatch):
+    """A fresh run folder gets the release's 5-8 speaker conversations too, so the peer is calibrated like ours."""
+    import data_prep.simulate
+    from experiments.peers import heldout_data
+    from experiments.release import MANY_CONVERSATIONS, MANY_SPEAKERS, TEST_MANY_SEED, VAL_MANY_SEED
+
+    calls = []
+
+    def fake_write_conversations(manifest, folder, **kwargs):
+        calls.append((Path(folder).name, kwargs))
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "conversations.csv").write_text("uri\n")
+
+    monkeypatch.setattr(data_prep.simulate, "write_conversations", fake_write_conversations)
+    for split in ("val", "test"):
+        (tmp_path / f"{split}_conversations").mkdir()
+        (tmp_path / f"{split}_conversations" / "conversations.csv").write_text("uri\n")
+        (tmp_path / f"{split}_trials").mkdir()
+        (tmp_path / f"{split}_trials" / "trials.txt").write_text("")
+    (tmp_path / "val_many_conversations").mkdir()
+    (tmp_path / "val_many_conversations" / "conversations.csv").write_text("uri\n")  # present: kept as it is
+    data = heldout_data({"val": None, "test": None}, tmp_path, 16000)
+    assert [name for name, _ in calls] == ["test_many_conversations"]
+    kwargs = calls[0][1]
+    assert kwargs["seed"] == TEST_MANY_SEED != VAL_MANY_SEED and kwargs["num_conversations"] == MANY_CONVERSATIONS
+    assert (kwargs["min_speakers"], kwargs["max_speakers"]) == MANY_SPEAKERS
+    assert data["test_many"] == tmp_path / "test_many_conversations"
 
 
 def test_comparison_rows_compare_many_speaker_conversations_when_both_have_them():
