@@ -96,17 +96,22 @@ def test_resemblyzer_teacher_embeds_a_bank_of_windows(tiny_librispeech):
         teacher("nobody", 16000, 1.5)
 
 
+def release_heldout(folder):
+    """What a release leaves in <run>/heldout: 2-4 speaker conversations and trials of both splits, and 5-8 speaker
+    conversations of the validation speakers only (index files; enough for `heldout_data`)."""
+    for name in ("val_conversations", "test_conversations", "val_many_conversations"):
+        (folder / name).mkdir()
+        (folder / name / "conversations.csv").write_text("uri\n")
+    for split in ("val", "test"):
+        (folder / f"{split}_trials").mkdir()
+        (folder / f"{split}_trials" / "trials.txt").write_text("")
+
+
 def test_heldout_data_finds_the_release_many_speaker_conversations(tmp_path):
     """The peer is calibrated and scored on the same 5-8 speaker conversations as the release, when it made them."""
     from experiments.peers import heldout_data
 
-    for split in ("val", "test"):
-        (tmp_path / f"{split}_conversations").mkdir()
-        (tmp_path / f"{split}_conversations" / "conversations.csv").write_text("uri\n")
-        (tmp_path / f"{split}_trials").mkdir()
-        (tmp_path / f"{split}_trials" / "trials.txt").write_text("")
-    (tmp_path / "val_many_conversations").mkdir()
-    (tmp_path / "val_many_conversations" / "conversations.csv").write_text("uri\n")
+    release_heldout(tmp_path)
     data = heldout_data({}, tmp_path, 16000, many_conversations=0)  # nothing is simulated
     assert data["val"] == (tmp_path / "val_conversations", tmp_path / "val_trials" / "trials.txt")
     assert data["val_many"] == tmp_path / "val_many_conversations" and data["test_many"] is None
@@ -126,13 +131,7 @@ def test_heldout_data_simulates_missing_many_speaker_conversations_as_release_do
         (Path(folder) / "conversations.csv").write_text("uri\n")
 
     monkeypatch.setattr(data_prep.simulate, "write_conversations", fake_write_conversations)
-    for split in ("val", "test"):
-        (tmp_path / f"{split}_conversations").mkdir()
-        (tmp_path / f"{split}_conversations" / "conversations.csv").write_text("uri\n")
-        (tmp_path / f"{split}_trials").mkdir()
-        (tmp_path / f"{split}_trials" / "trials.txt").write_text("")
-    (tmp_path / "val_many_conversations").mkdir()
-    (tmp_path / "val_many_conversations" / "conversations.csv").write_text("uri\n")  # present: kept as it is
+    release_heldout(tmp_path)  # val_many present: kept as it is
     data = heldout_data({"val": None, "test": None}, tmp_path, 16000)
     assert [name for name, _ in calls] == ["test_many_conversations"]
     kwargs = calls[0][1]
