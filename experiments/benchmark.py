@@ -217,7 +217,9 @@ def calibrated(settings):
     from experiments.release import count_correction
 
     text = (f"window {settings.window_s} s, clustering threshold {settings.threshold}{count_correction(settings)}, "
-            f"smallest speaker {settings.min_cluster_s} s, verification threshold {settings.verification_threshold}")
+            f"smallest speaker {settings.min_cluster_s} s, clustering compares {settings.cluster_window_s or settings.window_s} s "
+            f"windows averaged with {settings.smooth_windows} neighbours either side, "
+            f"verification threshold {settings.verification_threshold}")
     resegment = getattr(settings, "resegment", None)
     return text + (f", switch penalty {resegment['switch_penalty']}" if resegment else "")
 

@@ -36,7 +36,7 @@ def sweep_threshold(diarizer, embedded, grid):
     for threshold in grid:
         errors = scored = 0.0
         for uri, windows, reference in embedded:
-            labels = diarizer.cluster(windows.embeddings, threshold=threshold, region_of=windows.region_of)
+            labels = diarizer.cluster(windows.for_clustering, threshold=threshold, region_of=windows.region_of)
             key = (uri, labels.tobytes())
             if key not in scored_labels:
                 hypothesis = diarizer.to_annotation(windows, labels, uri=uri)
@@ -82,40 +82,49 @@ def calibrate_vad(diarizer, recordings, methods, speech_model=None):
     return best
 
 
-def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None, min_clusters_s=None, smoothings=None):
-    """Sets the (window, switch penalty, smallest speaker, smoothing, threshold) with the lowest development DER; returns that DER.
+def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None, min_clusters_s=None, smoothings=None,
+                         cluster_windows_s=None):
+    """Sets the (window, switch penalty, smallest speaker, smoothing, cluster window, threshold) with the lowest
+    development DER; returns that DER.
 
     `penalties` (resegmentation switch penalties) are only tried when the settings resegment;
     `min_clusters_s` (the least speech a cluster needs to count as a speaker) default to the settings' own.
-    `smoothings` (neighbours each side that clustering averages in, `DiarizerSettings.smooth_windows`) are
-    tried in a second stage, with every smallest speaker, at the window and penalty the first stage chose:
-    the full product would triple the time of a calibration that is already its longest step.
+    `smoothings` (neighbours each side that clustering averages in, `DiarizerSettings.smooth_windows`) and
+    `cluster_windows_s` (`DiarizerSettings.cluster_window_s`; None or the window's own length: the windows
+    themselves) are tried in a second stage, each pair with every smallest speaker, at the window and penalty
+    the first stage chose: the full product would multiply the time of calibration, already its longest step.
     """
     settings = diarizer.settings
     embedded, best = {}, None
 
-    def sweep(window_s, penalty, min_cluster_s, smoothing):
+    def sweep(window_s, penalty, min_cluster_s, smoothing, cluster_window_s):
         nonlocal best
         settings.window_s, settings.min_cluster_s, settings.smooth_windows = window_s, min_cluster_s, smoothing
+        settings.cluster_window_s = cluster_window_s
         if penalty is not None:
             settings.resegment = {**settings.resegment, "switch_penalty": penalty}
-        if window_s not in embedded:
-            embedded[window_s] = embed_recordings(diarizer, recordings)
-        totals = sweep_threshold(diarizer, embedded[window_s], grid)
+        if (window_s, cluster_window_s) not in embedded:
+            embedded[(window_s, cluster_window_s)] = embed_recordings(diarizer, recordings)
+        totals = sweep_threshold(diarizer, embedded[(window_s, cluster_window_s)], grid)
         if best is None or totals.min() < best[0]:
-            best = (float(totals.min()), window_s, penalty, min_cluster_s, smoothing, round(float(grid[int(totals.argmin())]), 4))
+            best = (float(totals.min()), window_s, penalty, min_cluster_s, smoothing, cluster_window_s,
+                    round(float(grid[int(totals.argmin())]), 4))
 
     for window_s in windows_s:
+        cluster_window_s = None if settings.cluster_window_s == window_s else settings.cluster_window_s
         for penalty in (penalties or [None]) if settings.resegment else [None]:
             for min_cluster_s in min_clusters_s or [settings.min_cluster_s]:
-                sweep(window_s, penalty, min_cluster_s, settings.smooth_windows)
-        embedded = {key: value for key, value in embedded.items() if key == best[1]}  # one window's embeddings at a time
+                sweep(window_s, penalty, min_cluster_s, settings.smooth_windows, cluster_window_s)
+        embedded = {key: value for key, value in embedded.items() if key[0] == best[1]}  # one window's at a time
     first = best
-    for smoothing in smoothings or []:
-        if smoothing != first[4]:
-            for min_cluster_s in min_clusters_s or [first[3]]:
-                sweep(first[1], first[2], min_cluster_s, smoothing)
-    _, settings.window_s, penalty, settings.min_cluster_s, settings.smooth_windows, settings.threshold = best
+    cluster_windows = {None if length in (None, first[1]) else float(length) for length in cluster_windows_s or []}
+    for smoothing in smoothings or [first[4]]:
+        for cluster_window_s in sorted(cluster_windows | {first[5]}, key=lambda length: length or 0.0):
+            if (smoothing, cluster_window_s) != (first[4], first[5]):
+                for min_cluster_s in min_clusters_s or [first[3]]:
+                    sweep(first[1], first[2], min_cluster_s, smoothing, cluster_window_s)
+    _, settings.window_s, penalty, settings.min_cluster_s, settings.smooth_windows, settings.cluster_window_s, \
+        settings.threshold = best
     if penalty is not None:
         settings.resegment = {**settings.resegment, "switch_penalty": penalty}
     return best[0]
@@ -137,6 +146,9 @@ def main(argv=None):
     parser.add_argument("--smooth", type=int, nargs="+", metavar="K",
                         help="neighbouring windows each side that clustering averages in, values to try "
                         "(default: keep the model's)")
+    parser.add_argument("--cluster-window", type=float, nargs="+", metavar="SECONDS",
+                        help="lengths of the windows clustering compares (the window's own length: the windows "
+                        "themselves), values to try (default: keep the model's)")
     parser.add_argument("--vad", nargs="+", choices=("energy", "spectral", "learned", "webrtc", "webrtc-trimmed", "silero"),
                         help="speech detectors whose settings to try (default: keep the model's)")
     parser.add_argument("--speech-model", help="the learned detector's network (default models/speech_detector.keras)")
@@ -156,7 +168,8 @@ def main(argv=None):
             print(f"speech detection {diarizer.settings.vad} (development missed {vad['missed']:.2%}, "
                   f"false alarm {vad['false_alarm']:.2%})")
         der = calibrate_clustering(diarizer, recordings, args.windows or [diarizer.settings.window_s], grid,
-                                   min_clusters_s=args.min_cluster, smoothings=args.smooth)
+                                   min_clusters_s=args.min_cluster, smoothings=args.smooth,
+                                   cluster_windows_s=args.cluster_window)
         if args.trials:
             diarizer.settings.verification_threshold = score_trials(diarizer, args.trials)["eer_threshold"]
     except (OSError, ValueError, AudioError) as error:
@@ -165,8 +178,8 @@ def main(argv=None):
     with atomic_path(sidecar_path(args.model or DEFAULT_MODEL)) as tmp:
         diarizer.settings.to_file(tmp)
     print(f"window {diarizer.settings.window_s} s, clustering threshold {diarizer.settings.threshold}, "
-          f"smallest speaker {diarizer.settings.min_cluster_s} s, {diarizer.settings.smooth_windows} neighbours averaged "
-          f"(development DER full, estimated count: {der:.2%})")
+          f"smallest speaker {diarizer.settings.min_cluster_s} s, {diarizer.settings.smooth_windows} neighbours averaged, "
+          f"cluster windows {diarizer.settings.cluster_window_s or diarizer.settings.window_s} s (development DER full, estimated count: {der:.2%})")
     if args.trials:
         print(f"verification threshold {diarizer.settings.verification_threshold:.4f}")
     return 0

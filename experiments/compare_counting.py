@@ -53,7 +53,7 @@ def main(argv=None):
         diarizer.settings = replace(shipped, speaker_count=method, **options)
         exact, errors, scored = 0, 0.0, 0.0
         for uri, windows, reference in recordings:
-            hypothesis = diarizer.to_annotation(windows, diarizer.cluster(windows.embeddings, region_of=windows.region_of), uri=uri)
+            hypothesis = diarizer.to_annotation(windows, diarizer.cluster(windows.for_clustering, region_of=windows.region_of), uri=uri)
             exact += len(hypothesis.labels()) == len(reference.labels())
             result = diarization_error(reference, hypothesis, **DER_SETTINGS["full"])
             errors, scored = errors + result["der"] * result["scored_s"], scored + result["scored_s"]

@@ -88,7 +88,7 @@ def score_recordings(diarizer, recordings, settings, speaker_counts=("oracle", "
         for count in speaker_counts:
             started = time.perf_counter()
             num_speakers = len(reference.labels()) if count == "oracle" else None
-            labels = diarizer.cluster(windows.embeddings, num_speakers=num_speakers,
+            labels = diarizer.cluster(windows.for_clustering, num_speakers=num_speakers,
                                       region_of=windows.region_of)
             hypothesis = diarizer.to_annotation(windows, labels, uri=uri)
             seconds = embed_s + time.perf_counter() - started

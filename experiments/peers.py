@@ -61,13 +61,13 @@ class ResemblyzerDiarizer(Diarizer):
         """No shared frames: an LSTM's state depends on everything before, so windows are embedded one by one."""
         return None  # noqa: RET501  (the base class's "no split" value)
 
-    def embed_windows(self, audio, starts):
-        """Unit-norm d-vectors of the windows, shape (num_windows, 256), in batches of `batch_size`."""
+    def embed_windows(self, audio, starts, window_s=None):
+        """Unit-norm d-vectors of the windows (`window_s` long, default the settings'), shape (num_windows, 256)."""
         from resemblyzer.audio import wav_to_mel_spectrogram
         from resemblyzer.hparams import audio_norm_target_dBFS
 
         s = self.settings
-        length = round(s.window_s * s.sample_rate)
+        length = round((window_s or s.window_s) * s.sample_rate)
         if np.any(audio):
             audio = self.resemblyzer.normalize_volume(audio, audio_norm_target_dBFS, increase_only=True)
         embeddings = [np.zeros((0, 256), np.float32)]
@@ -148,12 +148,12 @@ def calibrate(diarizer, conversations, trials, many=None):
     """
     from experiments.calibrate import calibrate_clustering, der_by_count
     from experiments.evaluate import annotated_recordings, score_trials
-    from experiments.release import MIN_CLUSTERS_S, PENALTIES, SMOOTHINGS, WINDOWS_S
+    from experiments.release import CLUSTER_WINDOWS_S, MIN_CLUSTERS_S, PENALTIES, SMOOTHINGS, WINDOWS_S
 
     recordings = annotated_recordings(conversations, conversations)
     more = annotated_recordings(many, many) if many else []
     der = calibrate_clustering(diarizer, recordings + more, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES,
-                               MIN_CLUSTERS_S, SMOOTHINGS)
+                               MIN_CLUSTERS_S, SMOOTHINGS, CLUSTER_WINDOWS_S)
     verification = score_trials(diarizer, trials)
     diarizer.settings.verification_threshold = round(verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": der, "val_eer": verification["eer"]}
@@ -172,7 +172,7 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, many
     from importlib.metadata import version
 
     from data_prep.audio import atomic_path
-    from experiments.release import MIN_CLUSTERS_S, PENALTIES, SMOOTHINGS, WINDOWS_S
+    from experiments.release import CLUSTER_WINDOWS_S, MIN_CLUSTERS_S, PENALTIES, SMOOTHINGS, WINDOWS_S
 
     base = DiarizerSettings.from_file(base_settings_path)
     base.shared_frames = False  # never used by the peer (see `frame_split`); said so in its settings
@@ -180,6 +180,7 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, many
     origin = {"base": asdict(base), "peer": f"{name} {version(name)}", "grid": list(CALIBRATION_GRID),
               "windows": list(WINDOWS_S), "penalties": list(PENALTIES),
               "min_clusters_s": list(MIN_CLUSTERS_S), "smoothings": list(SMOOTHINGS),
+              "cluster_windows_s": list(CLUSTER_WINDOWS_S),
               "validation": {str(path): hashlib.sha1(path.read_bytes()).hexdigest() for path in data}}
     cache = Path(cache)
     if cache.is_file() and not recalibrate:

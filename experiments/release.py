@@ -33,9 +33,11 @@ PENALTIES = (0.5, 1.0, 2.0)  # resegmentation switch penalties tried during cali
 # Least speech a cluster needs to be a speaker, tried during calibration: at 2 s two-speaker conversations
 # were often split in three, at 3-4 s fewer were (results/speaker_count.md).
 MIN_CLUSTERS_S = (2.0, 3.0, 4.0, 5.0)
-# Neighbouring windows each side that clustering averages in, tried after the above (0 = windows alone):
-# on the validation conversations 1 or 2 lowered DER by ~0.5 points for both the shipped tower and Resemblyzer.
+# Neighbouring windows each side that clustering averages in, and lengths of the windows clustering compares
+# (None: the windows themselves), tried after the above: on the validation conversations each lowered the shipped
+# tower's DER by 0.2-0.6 points (stop 26; Resemblyzer's calibration chose neither smoothing).
 SMOOTHINGS = (0, 1, 2)
+CLUSTER_WINDOWS_S = (None, 1.5)
 # Speech detectors whose settings calibration tries (the lowest missed + false alarm speech on the
 # validation conversations wins). Silero is left out: alone it costs a real-time factor of about 0.009
 # on this CPU, above the whole pipeline's 0.005 budget (results/vad_comparison.md). The learned detector's network
@@ -132,8 +134,9 @@ def model_card(name, config, facts, verification, summary, speed, settings):
 - Speech detection: `{settings.vad}`.
 - Windows of {settings.window_s} s every {settings.hop_s} s; embeddings centred per recording: {settings.center}.
 - Speaker count: average-linkage AHC cut at {settings.threshold}{count_correction(settings)}; a speaker needs
-  {settings.min_cluster_s} s of windows; clustering averages each window with up to {settings.smooth_windows} neighbours
-  on either side; split: {settings.clustering}; resegmentation: {settings.resegment or 'none'}.
+  {settings.min_cluster_s} s of windows; clustering compares windows of {settings.cluster_window_s or settings.window_s} s on
+  the same centres, each averaged with up to {settings.smooth_windows} neighbours on either side; split: {settings.clustering};
+  resegmentation: {settings.resegment or 'none'}.
 - Verification threshold {settings.verification_threshold:.4f} (equal error rate point of validation trials).
 
 ## Measured on held-out test speakers
@@ -229,7 +232,8 @@ def main(argv=None):
             many[split] = annotated_recordings(folder, folder)
     # The detector is chosen on the 2-4 speaker conversations; the count on all of them.
     val_der = calibrate_clustering(diarizer, val_recordings + many.get("val", []), WINDOWS_S,
-                                   np.arange(0.1, 1.8, 0.02), PENALTIES, MIN_CLUSTERS_S, SMOOTHINGS)
+                                   np.arange(0.1, 1.8, 0.02), PENALTIES, MIN_CLUSTERS_S, SMOOTHINGS,
+                                   CLUSTER_WINDOWS_S)
     val_verification = score_trials(diarizer, val_trials)
     diarizer.settings.verification_threshold = round(val_verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": val_der, "val_eer": val_verification["eer"],

@@ -68,6 +68,12 @@ class DiarizerSettings:
     # region) averaged in: k = 1 or 2 gives 1.5 or 2 s of voice at the cost of no resolution, since the
     # resegmentation still votes with each window's own embedding. 0 (the default) compares windows alone.
     smooth_windows: int = 0
+    # Clustering (the count and the split) can compare longer windows than the turns are placed with: each
+    # window gets a cluster window of this length on the same centre (kept inside its speech region where the
+    # region is long enough). More voice per point for the count, the window's resolution for the turns.
+    # None (the default): the windows themselves. Towers with statistics pooling pool the same frames again,
+    # which costs little; others embed the cluster windows too. Fixed-length towers cannot use it.
+    cluster_window_s: float | None = None
     # Frame-level resegmentation (None: each stretch of speech takes its nearest window's label).
     # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
     # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
@@ -119,6 +125,12 @@ class Windows:
     regions: list  # [(start_s, end_s)] speech regions, in seconds
     region_of: np.ndarray  # shape: (num_windows,), index into regions
     embeddings: np.ndarray  # shape: (num_windows, D)
+    cluster_embeddings: np.ndarray | None = None  # (num_windows, D) of the cluster windows, if the settings ask
+
+    @property
+    def for_clustering(self):
+        """The embeddings clustering compares: the cluster windows' where there are any, else the windows'."""
+        return self.embeddings if self.cluster_embeddings is None else self.cluster_embeddings
 
 
 def eigengap_speaker_count(embeddings, max_speakers=10, prune=0.2):
@@ -418,9 +430,9 @@ class Diarizer:
         return speech_regions(audio, self.settings.sample_rate, **self.settings.vad)
 
     # 2. Embed every window once, in batches.
-    def embed_windows(self, audio, starts):
+    def embed_windows(self, audio, starts, window_s=None):
         s = self.settings
-        length = int(round(s.window_s * s.sample_rate))
+        length = int(round((window_s or s.window_s) * s.sample_rate))
         embeddings = []
         for first in range(0, len(starts), s.batch_size):
             # Slices are views; only the last window of a file may need zero padding.
@@ -517,12 +529,13 @@ class Diarizer:
             frames[first // hop:(first + chunk) // hop] = output[context // hop:(context + chunk) // hop]
         return frames
 
-    def embed_windows_shared(self, audio, starts):
-        """Same as `embed_windows`, but frames are computed once in fixed-size chunks."""
+    def embed_windows_shared(self, audio, starts, window_s=None, frames=None):
+        """Same as `embed_windows`, but frames are computed once in fixed-size chunks (or passed in `frames`)."""
         frame_model, head, hop, epsilon = self.frame_split()
         s = self.settings
-        frames = self.chunked_frames(frame_model, audio, hop)
-        length = max(1, int(round(s.window_s * s.sample_rate / hop)))
+        if frames is None:
+            frames = self.chunked_frames(frame_model, audio, hop)
+        length = max(1, int(round((window_s or s.window_s) * s.sample_rate / hop)))
         begin = np.clip(np.round(np.asarray(starts) * s.sample_rate / hop).astype(int), 0, len(frames) - 1)
         end = np.minimum(begin + length, len(frames))
         pooled = np.zeros((len(begin), 2 * frames.shape[1]), np.float32)  # shape: (windows, 2 channels)
@@ -588,14 +601,50 @@ class Diarizer:
         if not regions:
             return Windows(np.zeros(0), [], np.zeros(0, int), np.zeros((0, 0), np.float32))
         starts, region_of = self.window_starts(regions, duration_s)
+        length_s = self.cluster_window()
+        cluster_starts = None if length_s is None else self.centred_starts(starts, region_of, regions, duration_s, length_s)
+        cluster_embeddings = None
         with self.timed("embeddings"):
             if self.settings.shared_frames and self.frame_split():
-                embeddings = self.embed_windows_shared(audio, starts)
+                frame_model, _, hop, _ = self.frame_split()
+                frames = self.chunked_frames(frame_model, audio, hop)
+                embeddings = self.embed_windows_shared(audio, starts, frames=frames)
+                if cluster_starts is not None:
+                    cluster_embeddings = self.embed_windows_shared(audio, cluster_starts, length_s, frames)
             elif self.settings.shared_frames and self.frontend_split():
                 embeddings = self.embed_windows_frontend(audio, starts)
             else:
                 embeddings = self.embed_windows(audio, starts)
-        return Windows(starts, regions, region_of, embeddings)
+                if cluster_starts is not None:
+                    cluster_embeddings = self.embed_windows(audio, cluster_starts, length_s)
+        return Windows(starts, regions, region_of, embeddings, cluster_embeddings)
+
+    def cluster_window(self):
+        """The cluster windows' length in seconds (`settings.cluster_window_s`), or None for the windows themselves."""
+        s = self.settings
+        length_s = s.cluster_window_s
+        if length_s is None:
+            return None
+        if isinstance(length_s, bool) or not isinstance(length_s, (int, float)) or not length_s > 0:
+            raise ValueError(f"cluster_window_s must be a positive number of seconds or null, got {length_s!r}")
+        if abs(length_s - s.window_s) < 1e-9:
+            return None
+        fixed = self.tower is not None and self.tower.input_shape[1] is not None
+        if fixed or (s.shared_frames and self.frontend_split()):
+            raise ValueError("cluster_window_s needs a tower that takes any window length; this one takes "
+                             f"{s.window_s} s windows only")
+        return float(length_s)
+
+    def centred_starts(self, starts, region_of, regions, duration_s, length_s):
+        """Starts of `length_s` windows centred on the windows at `starts`, inside their speech region where it is
+        long enough; a shorter region's window is centred on the region, as `window_starts` places it."""
+        bounds = np.asarray(regions, dtype=float)[np.asarray(region_of, dtype=int)]  # shape: (windows, 2)
+        begin, end = bounds[:, 0], bounds[:, 1]
+        fits = end - begin >= length_s
+        wanted = np.where(fits, np.asarray(starts) + self.settings.window_s / 2, (begin + end) / 2) - length_s / 2
+        low = np.where(fits, begin, 0.0)
+        high = np.where(fits, end - length_s, max(0.0, duration_s - length_s))
+        return np.clip(wanted, low, np.maximum(low, high))
 
     @serial_blas
     def embed_utterance(self, audio_or_path):
@@ -816,7 +865,7 @@ class Diarizer:
         if len(windows.starts) == 0:
             logger.warning("%s: no speech found; the diarization is empty", uri)
             return self._written(Annotation(uri=uri), rttm)
-        labels = self.cluster(windows.embeddings, num_speakers=num_speakers, region_of=windows.region_of)
+        labels = self.cluster(windows.for_clustering, num_speakers=num_speakers, region_of=windows.region_of)
         return self._written(self.to_annotation(windows, labels, uri=uri), rttm)
 
     @staticmethod

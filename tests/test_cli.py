@@ -152,12 +152,13 @@ def test_calibrate_chooses_speech_detection_and_threshold_beside_a_copy(tmp_path
     # 30 s of speech per speaker would leave one speaker in conversations of several: 2 s wins.
     assert settings["min_cluster_s"] == 2.0
     # The spectral detector's settings are stored with its name and a threshold from its grid.
-    # With --smooth, how many neighbours clustering averages in is chosen as well.
+    # With --smooth and --cluster-window, how many neighbours clustering averages in and the length of the
+    # windows it compares are chosen as well (the window's own length is stored as null: the windows themselves).
     assert calibrate_main(["--model", str(model), "--audio", folder, "--rttm", folder, "--vad", "spectral",
-                           "--grid", "0.5", "1.2", "0.1", "--smooth", "0", "1", "3"]) == 0
+                           "--grid", "0.5", "1.2", "0.1", "--smooth", "0", "1", "3", "--cluster-window", "1.0", "1.5"]) == 0
     settings = json.loads(sidecar_path(model).read_text())
     assert settings["vad"]["method"] == "spectral" and settings["vad"]["threshold"] in (0.25, 0.3, 0.35)
-    assert settings["smooth_windows"] in (0, 1, 3)
+    assert settings["smooth_windows"] in (0, 1, 3) and settings["cluster_window_s"] in (None, 1.5)
     from siamese.diarizer import Diarizer
 
     assert Diarizer.load(model).diarize(test_conversations["wav_path"][0]).labels()

@@ -110,6 +110,45 @@ def test_smoothing_keeps_a_stray_window_with_its_neighbours():
             Diarizer(None, replace(settings, smooth_windows=bad)).cluster(embeddings)
 
 
+def test_cluster_windows_share_their_windows_centres_inside_the_speech_region():
+    diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.25))
+    regions = [(0.0, 5.0), (6.0, 6.8)]
+    starts, region_of = diarizer.window_starts(regions, duration_s=10.0)
+    cluster = diarizer.centred_starts(starts, region_of, regions, 10.0, 1.5)
+    inside = region_of == 0
+    middle = (starts > 0.5) & (starts + 1.0 < 4.5) & inside
+    np.testing.assert_allclose(cluster[middle] + 0.75, starts[middle] + 0.5)  # same centres away from the edges
+    assert cluster[inside].min() == 0.0 and cluster[inside].max() == pytest.approx(3.5)  # kept inside (0, 5)
+    assert cluster[~inside].tolist() == pytest.approx([6.4 - 0.75])  # a short region: centred on it, as its window
+
+
+def test_clustering_compares_the_cluster_windows_and_the_turns_keep_the_windows(tiny_diarizer):
+    """Longer cluster windows are pooled from the same frames as the windows; a fixed-length tower refuses them."""
+    t = np.arange(4 * 8000) / 8000
+    audio = (0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t) * (1 + np.sin(2 * np.pi * 1.3 * t))).astype(np.float32)
+    regions = [(0.2, 3.8)]  # a rising, pulsing tone: what a window hears changes along the recording
+    plain = tiny_diarizer.embed(audio, regions=regions)
+    assert plain.cluster_embeddings is None and plain.for_clustering is plain.embeddings
+    longer = Diarizer(tiny_diarizer.tower, replace(tiny_diarizer.settings, cluster_window_s=1.0))
+    windows = longer.embed(audio, regions=regions)
+    np.testing.assert_allclose(windows.embeddings, plain.embeddings, atol=1e-6)  # the turns' windows are unchanged
+    assert windows.for_clustering is windows.cluster_embeddings
+    starts = longer.centred_starts(windows.starts, windows.region_of, regions, 4.0, 1.0)
+    # What a diarizer of 1 s windows gives at those starts, from the frames computed once for both lengths.
+    one_second = Diarizer(tiny_diarizer.tower, replace(tiny_diarizer.settings, window_s=1.0))
+    heard = longer.load_audio(audio)  # as `embed` hears it
+    np.testing.assert_allclose(windows.cluster_embeddings, one_second.embed_windows_shared(heard, starts), atol=1e-5)
+    assert np.abs(windows.cluster_embeddings - windows.embeddings).max() > 0.05
+    same = Diarizer(tiny_diarizer.tower, replace(tiny_diarizer.settings, cluster_window_s=0.5))  # the window's own
+    assert same.embed(audio, regions=regions).cluster_embeddings is None
+    for bad in (0.0, -1.0, "1.5", True):
+        with pytest.raises(ValueError, match="cluster_window_s"):
+            Diarizer(tiny_diarizer.tower, replace(tiny_diarizer.settings, cluster_window_s=bad)).embed(audio)
+    fixed = Diarizer(build_encoder("original"), DiarizerSettings(cluster_window_s=1.5))
+    with pytest.raises(ValueError, match="any window length"):
+        fixed.embed(audio.repeat(1), regions=regions)
+
+
 def test_window_starts_cover_regions():
     diarizer = Diarizer(None, DiarizerSettings(**AHC, window_s=1.0, hop_s=0.25))
     regions = [(2.0, 2.6), (5.0, 7.1)]
