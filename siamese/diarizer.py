@@ -72,7 +72,8 @@ class DiarizerSettings:
     # window gets a cluster window of this length on the same centre (kept inside its speech region where the
     # region is long enough). More voice per point for the count, the window's resolution for the turns.
     # None (the default): the windows themselves. Towers with statistics pooling pool the same frames again,
-    # which costs little; others embed the cluster windows too. Fixed-length towers cannot use it.
+    # which costs little; others embed the cluster windows too. Fixed-length towers cannot use it. Opt-in: chosen
+    # on short conversations it came with a lower threshold that split voices in hour-long recordings (stop 27).
     cluster_window_s: float | None = None
     # Frame-level resegmentation (None: each stretch of speech takes its nearest window's label).
     # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
