@@ -116,9 +116,8 @@ def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_c
     """
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
-    from experiments.release import (MANY_CONVERSATIONS, MANY_MAX_S, MANY_SPEAKERS, TEST_CONVERSATIONS,
-                                     TEST_MANY_SEED, TEST_SEED, TRIALS_SEED, VAL_CONVERSATIONS, VAL_MANY_SEED,
-                                     VAL_SEED)
+    from experiments.release import (MANY_CONVERSATIONS, TEST_CONVERSATIONS, TEST_MANY_SEED, TEST_SEED, TRIALS_SEED,
+                                     VAL_CONVERSATIONS, VAL_MANY_SEED, VAL_SEED, write_many_conversations)
 
     heldout = Path(heldout)
     data = {}
@@ -134,9 +133,7 @@ def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_c
         data[split] = (conversations, trials)
         many = heldout / f"{split}_many_conversations"
         if many_count > 0 and not (many / "conversations.csv").is_file():
-            write_conversations(manifests[split], many, num_conversations=many_count, seed=many_seed,
-                                min_speakers=MANY_SPEAKERS[0], max_speakers=MANY_SPEAKERS[1],
-                                sample_rate=sample_rate, max_duration_s=MANY_MAX_S)
+            write_many_conversations(manifests[split], many, many_count, many_seed, sample_rate)
         data[f"{split}_many"] = many if (many / "conversations.csv").is_file() else None
     return data
 

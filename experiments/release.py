@@ -53,6 +53,14 @@ MANY_SPEAKERS, MANY_MAX_S, MANY_CONVERSATIONS = (5, 8), 180.0, 20
 VAL_MANY_SEED, TEST_MANY_SEED = 4, 5
 
 
+def write_many_conversations(manifest, folder, count, seed, sample_rate):
+    """The release's `count` simulated conversations of 5-8 speakers (up to 3 minutes each) into `folder`."""
+    from data_prep.simulate import write_conversations
+
+    return write_conversations(manifest, folder, num_conversations=count, seed=seed, min_speakers=MANY_SPEAKERS[0],
+                               max_speakers=MANY_SPEAKERS[1], sample_rate=sample_rate, max_duration_s=MANY_MAX_S)
+
+
 def training_facts(run_dir):
     """Epochs run, best epoch and wall time, from the run's own logs.
 
@@ -229,9 +237,7 @@ def main(argv=None):
     if args.many_conversations > 0:
         for split, seed in (("val", VAL_MANY_SEED), ("test", TEST_MANY_SEED)):
             folder = heldout / f"{split}_many_conversations"
-            write_conversations(manifests[split], folder, num_conversations=args.many_conversations, seed=seed,
-                                min_speakers=MANY_SPEAKERS[0], max_speakers=MANY_SPEAKERS[1], sample_rate=rate,
-                                max_duration_s=MANY_MAX_S)
+            write_many_conversations(manifests[split], folder, args.many_conversations, seed, rate)
             many[split] = annotated_recordings(folder, folder)
     # The detector is chosen on the 2-4 speaker conversations; the count on all of them.
     val_der = calibrate_clustering(diarizer, val_recordings + many.get("val", []), WINDOWS_S,
