@@ -48,6 +48,9 @@ class DiarizerSettings:
     min_cluster_s: float = 2.0  # clusters with less speech than this are not speakers of their own
     batch_size: int = 128  # windows per forward pass
     shared_frames: bool = True  # towers ending in statistics pooling: compute frames once, pool per window
+    # Shared frames: compile the frame model with XLA. About twice as fast on a CPU (fused layers); each of
+    # the few chunk lengths (`Diarizer.chunked_frames`) compiles once per process, in about 0.2 s.
+    jit_compile: bool = True
     max_cluster_points: int = 3000  # beyond this many windows, cluster averages of consecutive windows first
     speaker_count: str = "threshold"  # without a given count: "threshold" (cut the dendrogram) or "eigengap"
     eigengap_prune: float = 0.2  # eigengap and spectral clustering: share of each window's strongest affinities kept
@@ -467,6 +470,8 @@ class Diarizer:
                 head = self.tower.layers[names.index(pools[0].name) + 1:]
                 one, two = (frame_model(np.zeros((1, n * self.settings.sample_rate, 1), np.float32)).shape[1] for n in (1, 2))
                 split = (frame_model, head, self.settings.sample_rate // (two - one), pools[0].epsilon)
+                if self.settings.jit_compile:
+                    frame_model.compile(jit_compile=True)  # predict_on_batch then runs an XLA function
             self._frame_split = split
         return self._frame_split or None
 
@@ -504,30 +509,34 @@ class Diarizer:
             embeddings.append(head.predict_on_batch(batch)[:len(begin[first:first + batch_size])])
         return np.concatenate(embeddings)  # shape: (num_windows, D)
 
-    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0):
-        """`frame_model`'s frames over a whole recording, computed in chunks with context."""
+    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, step_s=5.0):
+        """`frame_model`'s frames over a whole recording, `(ceil(samples / hop), channels)`, computed in chunks with context.
+
+        Chunks of `chunk_s`, the last one rounded up to whole `step_s`: a handful of input
+        lengths per process, so a compiled (XLA) frame model is built at most `chunk_s / step_s`
+        times, whatever the recordings' lengths, at the cost of under `step_s` of zeros each.
+        """
         s = self.settings
-        # As few chunks of at most `chunk_s` as the recording needs, each as short as it can be (a
-        # 44 s file is two of 22 s, rounded up to whole frames), so no time is spent on padding.
-        # Keras's predict function relaxes its input shape after a second length: two traces per
-        # process, whatever the lengths.
-        chunks = max(1, int(np.ceil(len(audio) / (chunk_s * s.sample_rate))))
-        chunk = max(1, -(-len(audio) // (chunks * hop))) * hop
+        big = max(1, int(round(chunk_s * s.sample_rate / hop))) * hop
+        step = min(big, max(1, int(round(step_s * s.sample_rate / hop))) * hop)
         # Context on each side: the model's receptive field plus a frame (so chunked frames equal
         # frames of the whole recording), or 1 s when a layer is not known to be local in time.
         field = receptive_field(frame_model)
         context = -(-field // hop) * hop + hop if field is not None else s.sample_rate // hop * hop
-        frames = None  # shape: (total_frames, channels), float32, filled chunk by chunk
-        for first in range(0, max(len(audio), 1), chunk):
+        total = -(-len(audio) // hop)  # frames that see some of the recording
+        frames = None  # shape: (total, channels), float32, filled chunk by chunk
+        for first in range(0, max(len(audio), 1), big):
+            size = min(big, max(step, -(-(len(audio) - first) // step) * step))
             # Each chunk carries `context` samples of real audio (or zeros) on both sides.
-            block = audio[max(0, first - context):first + chunk + context]
-            block = np.pad(block, (context - min(first, context), chunk + 2 * context - len(block) - context + min(first, context)))
-            block = block[None, :, None]  # shape: (1, chunk + 2 context, 1)
+            block = audio[max(0, first - context):first + size + context]
+            left = context - min(first, context)
+            block = np.pad(block, (left, size + 2 * context - len(block) - left))
             # Keras's compiled predict function runs about 3x faster than an eager call.
-            output = frame_model.predict_on_batch(block.astype(np.float32))[0]  # shape: (frames, channels)
+            output = frame_model.predict_on_batch(block[None, :, None].astype(np.float32))[0]  # shape: (frames, channels)
             if frames is None:
-                frames = np.empty((-(-len(audio) // chunk) * (chunk // hop), output.shape[1]), np.float32)
-            frames[first // hop:(first + chunk) // hop] = output[context // hop:(context + chunk) // hop]
+                frames = np.empty((total, output.shape[1]), np.float32)
+            keep = output[context // hop:(context + size) // hop][:max(0, total - first // hop)]
+            frames[first // hop:first // hop + len(keep)] = keep
         return frames
 
     def embed_windows_shared(self, audio, starts, window_s=None, frames=None):

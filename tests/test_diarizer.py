@@ -463,6 +463,36 @@ def test_chunked_frames_equal_the_frames_of_the_whole_recording(tiny_diarizer, s
     np.testing.assert_allclose(chunked[1:count], whole[1:count], atol=1e-4)
 
 
+def test_chunks_come_in_a_few_lengths_whatever_the_recording(tiny_diarizer):
+    # A compiled (XLA) frame model is built once per input length: recordings of any length must reuse a few.
+    frame_model, _, hop, _ = tiny_diarizer.frame_split()
+    lengths = set()
+
+    class Recorder:  # the frame model's layers (for its receptive field), but it records lengths instead
+        layers = frame_model.layers
+
+        def predict_on_batch(self, block):
+            lengths.add(block.shape[1])
+            return np.zeros((1, block.shape[1] // hop, 3), np.float32)
+
+    for seconds in (0.7, 3.0, 7.3, 12.0, 29.9, 31.0, 44.0, 61.5, 93.2, 118.0):
+        samples = int(seconds * 8000)
+        frames = tiny_diarizer.chunked_frames(Recorder(), np.zeros(samples, np.float32), hop, chunk_s=30.0, step_s=5.0)
+        assert len(frames) == -(-samples // hop)  # one frame per hop that sees the recording, no padding frames
+    assert len(lengths) <= 6  # 5, 10, ..., 30 s chunks
+
+
+def test_compiled_frame_model_gives_the_frames_of_the_plain_one():
+    tower = build_encoder("tiny")
+    compiled, plain = (Diarizer(tower, DiarizerSettings(sample_rate=8000, window_s=0.5, hop_s=0.25, jit_compile=jit))
+                       for jit in (True, False))
+    assert compiled.frame_split()[0].jit_compile and not plain.frame_split()[0].jit_compile
+    audio = np.random.default_rng(5).normal(0.0, 0.1, 8000 * 13).astype(np.float32)
+    starts = np.arange(0.0, 12.5, 0.25)
+    np.testing.assert_allclose(compiled.embed_windows_shared(audio, starts),
+                               plain.embed_windows_shared(audio, starts), atol=1e-4)
+
+
 def test_count_threshold_grows_for_few_speakers_of_centred_embeddings():
     settings = DiarizerSettings(threshold=1.0, threshold_count_power=0.5)
     diarizer = Diarizer(None, settings)
