@@ -48,9 +48,12 @@ class DiarizerSettings:
     min_cluster_s: float = 2.0  # clusters with less speech than this are not speakers of their own
     batch_size: int = 128  # windows per forward pass
     shared_frames: bool = True  # towers ending in statistics pooling: compute frames once, pool per window
-    # Shared frames: compile the frame model with XLA. About twice as fast on a CPU (fused layers); each of
-    # the few chunk lengths (`Diarizer.chunked_frames`) compiles once per process, in about 0.2 s.
-    jit_compile: bool = True
+    # Shared frames: once a process has run a chunk length (`Diarizer.chunked_frames`) over this many seconds
+    # of audio, it runs an XLA-compiled copy of the frame model for it: about twice as fast on a CPU (fused
+    # layers), but compiling costs about 0.25 s and 130 MB, about what 600 s of audio save (RTF 0.001 ->
+    # 0.0005). So the compilation is paid only once the length has earned it, as in ski rental: long
+    # recordings and many files per process gain, a single short file never compiles. 0: at once; None: never.
+    compile_after_s: float | None = 600.0
     max_cluster_points: int = 3000  # beyond this many windows, cluster averages of consecutive windows first
     speaker_count: str = "threshold"  # without a given count: "threshold" (cut the dendrogram) or "eigengap"
     eigengap_prune: float = 0.2  # eigengap and spectral clustering: share of each window's strongest affinities kept
@@ -353,6 +356,8 @@ class Diarizer:
         self._frame_split = None  # built on first use, see `frame_split`
         self._frontend_split = None  # built on first use, see `frontend_split`
         self._head_model = None  # (head layers, compiled model over them), see `pooled_head`
+        self._chunk_seconds = {}  # (frame model id, chunk samples) -> seconds run so far, see `frame_runner`
+        self._compiled_frames = {}  # frame model id -> its XLA-compiled twin, see `frame_runner`
         self._spectral_memo = {}  # (points digest, count, prune) -> labels; threshold sweeps repeat counts
         self.stage_seconds = {}  # seconds spent in each step since it was last cleared, see `timed`
 
@@ -470,8 +475,6 @@ class Diarizer:
                 head = self.tower.layers[names.index(pools[0].name) + 1:]
                 one, two = (frame_model(np.zeros((1, n * self.settings.sample_rate, 1), np.float32)).shape[1] for n in (1, 2))
                 split = (frame_model, head, self.settings.sample_rate // (two - one), pools[0].epsilon)
-                if self.settings.jit_compile:
-                    frame_model.compile(jit_compile=True)  # predict_on_batch then runs an XLA function
             self._frame_split = split
         return self._frame_split or None
 
@@ -509,12 +512,35 @@ class Diarizer:
             embeddings.append(head.predict_on_batch(batch)[:len(begin[first:first + batch_size])])
         return np.concatenate(embeddings)  # shape: (num_windows, D)
 
-    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, step_s=5.0):
+    def frame_runner(self, frame_model, samples):
+        """The model to run on a chunk of `samples`: `frame_model`, or its XLA-compiled twin once the length recurs.
+
+        The twin is a second Keras model over the same layers, so the plain one keeps its own predict
+        function for lengths that have not yet earned a compilation (`settings.compile_after_s`).
+        """
+        after = self.settings.compile_after_s
+        if after is not None and (isinstance(after, bool) or not isinstance(after, (int, float)) or not after >= 0):
+            raise ValueError(f"compile_after_s must be a number of seconds >= 0 or null, got {after!r}")
+        key = (id(frame_model), samples)
+        seen_s = self._chunk_seconds.get(key, 0.0)
+        self._chunk_seconds[key] = seen_s + samples / self.settings.sample_rate
+        if after is None or seen_s < after:
+            return frame_model
+        if id(frame_model) not in self._compiled_frames:
+            import keras
+
+            twin = keras.Model(frame_model.input, frame_model.output, name=f"{frame_model.name}_xla")
+            twin.compile(jit_compile=True)  # its predict_on_batch runs one XLA function per input shape
+            self._compiled_frames[id(frame_model)] = (frame_model, twin)  # the model kept alive: its id stays its own
+        return self._compiled_frames[id(frame_model)][1]
+
+    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, step_s=5.0, compiled=False):
         """`frame_model`'s frames over a whole recording, `(ceil(samples / hop), channels)`, computed in chunks with context.
 
         Chunks of `chunk_s`, the last one rounded up to whole `step_s`: a handful of input
-        lengths per process, so a compiled (XLA) frame model is built at most `chunk_s / step_s`
-        times, whatever the recordings' lengths, at the cost of under `step_s` of zeros each.
+        lengths per process, so a compiled (XLA) frame model (`compiled`, see `frame_runner`) is
+        built at most `chunk_s / step_s` times, whatever the recordings' lengths, at the cost of
+        under `step_s` of zeros each.
         """
         s = self.settings
         big = max(1, int(round(chunk_s * s.sample_rate / hop))) * hop
@@ -532,7 +558,8 @@ class Diarizer:
             left = context - min(first, context)
             block = np.pad(block, (left, size + 2 * context - len(block) - left))
             # Keras's compiled predict function runs about 3x faster than an eager call.
-            output = frame_model.predict_on_batch(block[None, :, None].astype(np.float32))[0]  # shape: (frames, channels)
+            model = self.frame_runner(frame_model, len(block)) if compiled else frame_model
+            output = model.predict_on_batch(block[None, :, None].astype(np.float32))[0]  # shape: (frames, channels)
             if frames is None:
                 frames = np.empty((total, output.shape[1]), np.float32)
             keep = output[context // hop:(context + size) // hop][:max(0, total - first // hop)]
@@ -544,7 +571,7 @@ class Diarizer:
         frame_model, head, hop, epsilon = self.frame_split()
         s = self.settings
         if frames is None:
-            frames = self.chunked_frames(frame_model, audio, hop)
+            frames = self.chunked_frames(frame_model, audio, hop, compiled=True)
         length = max(1, int(round((window_s or s.window_s) * s.sample_rate / hop)))
         begin = np.clip(np.round(np.asarray(starts) * s.sample_rate / hop).astype(int), 0, len(frames) - 1)
         end = np.minimum(begin + length, len(frames))
@@ -617,7 +644,7 @@ class Diarizer:
         with self.timed("embeddings"):
             if self.settings.shared_frames and self.frame_split():
                 frame_model, _, hop, _ = self.frame_split()
-                frames = self.chunked_frames(frame_model, audio, hop)
+                frames = self.chunked_frames(frame_model, audio, hop, compiled=True)
                 embeddings = self.embed_windows_shared(audio, starts, frames=frames)
                 if cluster_starts is not None:
                     cluster_embeddings = self.embed_windows_shared(audio, cluster_starts, length_s, frames)

@@ -484,13 +484,28 @@ def test_chunks_come_in_a_few_lengths_whatever_the_recording(tiny_diarizer):
 
 def test_compiled_frame_model_gives_the_frames_of_the_plain_one():
     tower = build_encoder("tiny")
-    compiled, plain = (Diarizer(tower, DiarizerSettings(sample_rate=8000, window_s=0.5, hop_s=0.25, jit_compile=jit))
-                       for jit in (True, False))
-    assert compiled.frame_split()[0].jit_compile and not plain.frame_split()[0].jit_compile
+    compiled, plain = (Diarizer(tower, DiarizerSettings(sample_rate=8000, window_s=0.5, hop_s=0.25,
+                                                        compile_after_s=after)) for after in (0.0, None))
     audio = np.random.default_rng(5).normal(0.0, 0.1, 8000 * 13).astype(np.float32)
     starts = np.arange(0.0, 12.5, 0.25)
     np.testing.assert_allclose(compiled.embed_windows_shared(audio, starts),
                                plain.embed_windows_shared(audio, starts), atol=1e-4)
+    frame_model = compiled.frame_split()[0]
+    assert compiled.frame_runner(frame_model, 8000).jit_compile
+    assert plain.frame_runner(plain.frame_split()[0], 8000) is plain.frame_split()[0]
+
+
+def test_a_chunk_length_is_compiled_only_once_it_recurs():
+    diarizer = Diarizer(build_encoder("tiny"), DiarizerSettings(sample_rate=8000, compile_after_s=2.0))  # 1 s chunks
+    frame_model = diarizer.frame_split()[0]
+    runners = [diarizer.frame_runner(frame_model, 8000) for _ in range(4)]
+    assert runners[0] is runners[1] is frame_model and not frame_model.jit_compile  # the plain model stays plain
+    assert runners[2] is runners[3] and runners[2].jit_compile
+    assert diarizer.frame_runner(frame_model, 16000) is frame_model  # each length earns its own compilation
+    for bad in (-1.0, "soon", True):
+        diarizer.settings.compile_after_s = bad
+        with pytest.raises(ValueError, match="compile_after_s"):
+            diarizer.frame_runner(frame_model, 8000)
 
 
 def test_count_threshold_grows_for_few_speakers_of_centred_embeddings():
