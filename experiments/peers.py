@@ -173,6 +173,8 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, many
 
     base = DiarizerSettings.from_file(base_settings_path)
     base.shared_frames = False  # never used by the peer (see `frame_split`); said so in its settings
+    # The blockwise count's link was chosen for our embeddings (experiments.meetings); the peer counts as a whole.
+    base.link_threshold = None
     data = [Path(conversations) / "conversations.csv", Path(trials)] + ([Path(many) / "conversations.csv"] if many else [])
     origin = {"base": asdict(base), "peer": f"{name} {version(name)}", "grid": list(CALIBRATION_GRID),
               "windows": list(WINDOWS_S), "penalties": list(PENALTIES),

@@ -189,9 +189,15 @@ def main(argv=None):
                         help="power of the speaker-count correction of the clustering threshold "
                         "(siamese.diarizer.DiarizerSettings.threshold_count_power; default: none; 0.5 lowered DER on "
                         "2-8 speakers but over-counted long recordings of many speakers)")
+    parser.add_argument("--link-threshold", type=float,
+                        help="count recordings longer than a block of windows block by block and link their speakers "
+                        "at this distance (DiarizerSettings.link_threshold; default: none; chosen on validation "
+                        "meetings with python -m experiments.meetings: 1.0 for the shipped model)")
     args = parser.parse_args(argv)
     if args.count_power is not None and args.count_power < 0:
         parser.error("--count-power must be at least 0")
+    if args.link_threshold is not None and not args.link_threshold > 0:
+        parser.error("--link-threshold must be > 0")
     if not Path(args.speech_model).is_file():
         print(f"error: --speech-model {args.speech_model}: not found (python -m experiments.train_vad makes one)",
               file=sys.stderr)
@@ -221,6 +227,7 @@ def main(argv=None):
     settings = DiarizerSettings(sample_rate=tower_card["sample_rate"], window_s=tower_card["window_s"])
     if args.count_power is not None:
         settings.threshold_count_power = args.count_power
+    settings.link_threshold = args.link_threshold
     settings.to_file(sidecar_path(model))
     diarizer = Diarizer.load(model)
     heldout = run_dir / "heldout"

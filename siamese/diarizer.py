@@ -81,6 +81,16 @@ class DiarizerSettings:
     # which costs little; others embed the cluster windows too. Fixed-length towers cannot use it. Opt-in: chosen
     # on short conversations it came with a lower threshold that split voices in hour-long recordings (stop 27).
     cluster_window_s: float | None = None
+    # Long recordings are counted block by block. Average linkage compares every window with every other: over
+    # 10-30 minutes a voice's windows form several large groups (what was said, how), each above the smallest
+    # speaker and further apart than the threshold, so one voice counts as several (stop 28, experiments.meetings:
+    # 3 validation speakers over 30 min counted as 12). Each block of `count_block_windows` consecutive windows (a
+    # conversation's length, where the threshold was calibrated) is counted on its own; the mean embeddings
+    # (unit length) of its speakers are then linked across blocks by average linkage at `link_threshold` (times
+    # sqrt(K / (K - 1)) for the K speakers it finds, when centred: see `blockwise_count`), and the groups are the
+    # speakers. Recordings of one block are counted as before. None: off.
+    link_threshold: float | None = None
+    count_block_windows: int = 500
     # Frame-level resegmentation (None: each stretch of speech takes its nearest window's label).
     # Each `frame_s` frame scores every speaker by the mean squared distance of the windows covering
     # it to that speaker's centroid; a Viterbi pass pays `switch_penalty` for every change of speaker.
@@ -769,6 +779,8 @@ class Diarizer:
         distances = pdist(points, metric="euclidean")  # condensed (points * (points - 1) / 2,)
         tree = linkage(distances, method=s.linkage)
         min_size = max(1, int(np.ceil(s.min_cluster_s / s.hop_s / group)))
+        if num_speakers is None and s.link_threshold is not None and count > s.count_block_windows:
+            num_speakers = self.blockwise_count(points, min_size, group, s.threshold if threshold is None else threshold)
         if num_speakers is not None:
             target = min(num_speakers, len(points))
             for clusters in range(target, len(points) + 1):  # finer cuts until `target` clusters are large
@@ -819,6 +831,41 @@ class Diarizer:
         _, first_seen = np.unique(labels, return_index=True)
         order = {labels[index]: rank for rank, index in enumerate(sorted(first_seen))}
         return np.array([order[label] for label in labels], dtype=int)
+
+    def blockwise_count(self, points, min_size, group, threshold):
+        """Speakers in a long recording: counted per block of windows, then linked across blocks (`link_threshold`)."""
+        s = self.settings
+        link = s.link_threshold
+        if isinstance(link, bool) or not isinstance(link, (int, float)) or not link > 0:
+            raise ValueError(f"link_threshold must be a distance > 0 or null, got {link!r}")
+        if isinstance(s.count_block_windows, bool) or not isinstance(s.count_block_windows, int) or s.count_block_windows < 2:
+            raise ValueError(f"count_block_windows must be a whole number >= 2, got {s.count_block_windows!r}")
+        block = max(2, -(-s.count_block_windows // group))
+        blocks = -(-len(points) // block)
+        block = -(-len(points) // blocks)  # equal blocks: no short last one counted on too little speech
+        centroids = []
+        for first in range(0, len(points), block):
+            local = points[first:first + block]
+            labels = fcluster(linkage(pdist(local), method=s.linkage), t=threshold, criterion="distance")
+            sizes = np.bincount(labels)
+            for label in np.flatnonzero(sizes >= min_size):
+                centroids.append(local[labels == label].mean(axis=0))
+        if len(centroids) < 2:
+            return 1
+        centroids = np.stack(centroids)
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        tree = linkage(pdist(centroids), method="average")
+        if not s.center:
+            return int(fcluster(tree, t=link, criterion="distance").max())
+        # Centring puts K speakers' mean embeddings sqrt(2K / (K - 1)) apart at best (a regular simplex): 1.73 for
+        # 3 speakers, 1.46 for 16. The link scales the same way, for the count it finds (a few fixed-point steps).
+        speakers = 4
+        for _ in range(5):
+            found = int(fcluster(tree, t=link * np.sqrt(speakers / (speakers - 1)), criterion="distance").max())
+            if found == speakers:
+                break
+            speakers = max(found, 2)
+        return found
 
     # 4. Labels back onto the timeline.
     @timed_stage("turns")

@@ -52,6 +52,36 @@ def test_cluster_two_blobs_by_count():
     assert diarizer.cluster(embeddings, num_speakers=1).tolist() == [0] * 20
 
 
+def _long_two_voices(seed=4):
+    """Unit windows of 2 voices taking turns over 600 windows; each voice alternates between 2 tight groups 0.52
+    apart (what it says), further apart than the threshold used below but far nearer each other than the voices."""
+    rng = np.random.default_rng(seed)
+    groups = np.array([[1.0, 0.0, 0.0], [np.cos(np.pi / 6), np.sin(np.pi / 6), 0.0],
+                       [0.0, 0.0, 1.0], [0.0, np.sin(np.pi / 6), np.cos(np.pi / 6)]])
+    voice = np.repeat(np.arange(30) % 2, 20)  # turns of 20 windows
+    group = 2 * voice + np.repeat((np.arange(30) // 2) % 2, 20)  # each voice's turns alternate between its groups
+    embeddings = groups[group] + rng.normal(0, 0.01, (len(group), 3))
+    return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), voice
+
+
+@pytest.mark.parametrize("clustering", ["ahc", "spectral"])
+def test_long_recordings_link_the_speakers_of_blocks(clustering):
+    embeddings, voice = _long_two_voices()
+    settings = DiarizerSettings(**{**AHC, "clustering": clustering}, threshold=0.2, min_cluster_s=2.0, hop_s=0.25)
+    assert len(set(Diarizer(None, settings).cluster(embeddings))) == 4  # each voice's groups count as speakers
+    linked = replace(settings, link_threshold=0.8, count_block_windows=200)
+    labels = Diarizer(None, linked).cluster(embeddings)
+    assert len(set(labels)) == 2
+    if clustering == "ahc":  # (the spectral split of these synthetic groups, 4 disconnected ones, is arbitrary)
+        assert labels.tolist() == voice.tolist()  # the first window's voice is 0
+    # Not when the groups are further apart than the link, nor when the recording fits in one block.
+    assert len(set(Diarizer(None, replace(linked, link_threshold=0.3)).cluster(embeddings))) == 4
+    assert len(set(Diarizer(None, replace(linked, count_block_windows=600)).cluster(embeddings))) == 4
+    for bad in ({"link_threshold": -1.0}, {"count_block_windows": 1}, {"count_block_windows": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Diarizer(None, replace(linked, **bad)).cluster(embeddings)
+
+
 def test_cluster_labels_ordered_by_first_appearance():
     rng = np.random.default_rng(2)
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
