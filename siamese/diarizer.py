@@ -368,6 +368,7 @@ class Diarizer:
         self._head_model = None  # (head layers, compiled model over them), see `pooled_head`
         self._chunk_seconds = {}  # (frame model id, chunk samples) -> seconds run so far, see `frame_runner`
         self._compiled_frames = {}  # frame model id -> its XLA-compiled twin, see `frame_runner`
+        self._compiled_lengths = set()  # (frame model id, chunk samples) the twin has run, see `frame_runner`
         self._spectral_memo = {}  # (points digest, count, prune) -> labels; threshold sweeps repeat counts
         self.stage_seconds = {}  # seconds spent in each step since it was last cleared, see `timed`
 
@@ -534,8 +535,9 @@ class Diarizer:
         key = (id(frame_model), samples)
         seen_s = self._chunk_seconds.get(key, 0.0)
         self._chunk_seconds[key] = seen_s + samples / self.settings.sample_rate
-        if after is None or seen_s < after:
+        if after is None or (seen_s < after and key not in self._compiled_lengths):
             return frame_model
+        self._compiled_lengths.add(key)  # compiled once: it stays compiled
         if id(frame_model) not in self._compiled_frames:
             import keras
 
@@ -543,6 +545,24 @@ class Diarizer:
             twin.compile(jit_compile=True)  # its predict_on_batch runs one XLA function per input shape
             self._compiled_frames[id(frame_model)] = (frame_model, twin)  # the model kept alive: its id stays its own
         return self._compiled_frames[id(frame_model)][1]
+
+    def warm_up(self, chunk_s=30.0, step_s=5.0):
+        """Compiles now what a long-running process compiles on the fly: the frame model for each chunk length.
+
+        For a server or a batch job that will diarize hours anyway (about 0.25 s per length, six lengths);
+        the benchmarks call it so that "warm" means steady state. A no-op for towers without shared frames.
+        """
+        split = self.frame_split() if self.settings.shared_frames and self.tower is not None else None
+        if not split or self.settings.compile_after_s is None:
+            return
+        frame_model, _, hop, _ = split
+        after, self.settings.compile_after_s = self.settings.compile_after_s, 0.0
+        try:
+            for seconds in np.arange(step_s, chunk_s + step_s / 2, step_s):
+                self.chunked_frames(frame_model, np.zeros(int(seconds * self.settings.sample_rate), np.float32), hop,
+                                    chunk_s=chunk_s, step_s=step_s, compiled=True)
+        finally:
+            self.settings.compile_after_s = after
 
     def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, step_s=5.0, compiled=False):
         """`frame_model`'s frames over a whole recording, `(ceil(samples / hop), channels)`, computed in chunks with context.

@@ -538,6 +538,16 @@ def test_a_chunk_length_is_compiled_only_once_it_recurs():
             diarizer.frame_runner(frame_model, 8000)
 
 
+def test_warm_up_compiles_every_chunk_length_at_once(tiny_diarizer):
+    diarizer = Diarizer(tiny_diarizer.tower, DiarizerSettings(sample_rate=8000, window_s=0.5, hop_s=0.25))
+    diarizer.warm_up()
+    assert diarizer.settings.compile_after_s == 600.0  # restored
+    frame_model = diarizer.frame_split()[0]
+    lengths = [samples for (model, samples) in diarizer._chunk_seconds if model == id(frame_model)]
+    assert len(lengths) == 6 and all(diarizer.frame_runner(frame_model, n).jit_compile for n in lengths)
+    Diarizer(None, DiarizerSettings()).warm_up()  # nothing to compile: a no-op
+
+
 def test_count_threshold_grows_for_few_speakers_of_centred_embeddings():
     settings = DiarizerSettings(threshold=1.0, threshold_count_power=0.5)
     diarizer = Diarizer(None, settings)
