@@ -77,6 +77,9 @@ def test_long_recordings_link_the_speakers_of_blocks(clustering):
     # Not when the groups are further apart than the link, nor when the recording fits in one block.
     assert len(set(Diarizer(None, replace(linked, link_threshold=0.3)).cluster(embeddings))) == 4
     assert len(set(Diarizer(None, replace(linked, count_block_windows=600)).cluster(embeddings))) == 4
+    centred = replace(linked, center=True)  # the link then scales with the count found (sqrt(K / (K - 1)))
+    assert len(set(Diarizer(None, centred).cluster(embeddings))) == 2
+    assert len(set(Diarizer(None, replace(centred, link_threshold=0.6)).cluster(embeddings))) == 4
     for bad in ({"link_threshold": -1.0}, {"count_block_windows": 1}, {"count_block_windows": 2.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             Diarizer(None, replace(linked, **bad)).cluster(embeddings)
