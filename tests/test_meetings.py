@@ -38,3 +38,13 @@ def test_meetings_command_refuses_a_bad_link_threshold(capsys, bad):
     with pytest.raises(SystemExit) as exit_info:
         main(["--link-threshold", "none", bad])
     assert exit_info.value.code == 2 and "--link-threshold" in capsys.readouterr().err
+
+
+def test_meetings_command_scores_each_link_against_the_oracle_count(tmp_path, capsys, shipped_model):
+    report = tmp_path / "meetings.md"
+    code = main(["--speakers", "2", "--minutes", "0.4", "--seeds", "1", "--link-threshold", "none", "1.0",
+                 "--block-windows", "20", "--out-dir", str(tmp_path / "runs"), "--report", str(report)])
+    assert code == 0
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| meeting_2spk")]
+    assert len(rows) == 1 and rows[0].count("%") == 3  # as a whole, link 1.0, oracle count
+    assert "| mean |" in report.read_text() and "count_block_windows 20" in capsys.readouterr().out
