@@ -36,29 +36,40 @@ from experiments.quickstart import DEFAULT_CONFIG
 PEERS = ("resemblyzer",)  # = experiments.peers.PEERS, named here so that --help does not load TensorFlow
 
 
-def long_recording(manifest, minutes, out_dir, sample_rate, seed):
-    """Concatenates seeded conversations until `minutes` of audio; returns (wav, rttm) paths."""
+def concatenated_conversations(manifest, minutes, parts_dir, sample_rate, first_seed, **simulate_kwargs):
+    """`(audio, turns)`: seeded simulated conversations (seeds `first_seed`, `first_seed + 1`, ...) played one
+    after another until `minutes` of audio, with their turns `(start_s, end_s, speaker)` on the joint timeline."""
     import numpy as np
 
-    from data_prep.audio import load_audio, write_wav
-    from data_prep.rttm import read_rttm, write_rttm
-    from data_prep.simulate import turns_to_annotation, write_conversations
+    from data_prep.audio import load_audio
+    from data_prep.rttm import read_rttm
+    from data_prep.simulate import write_conversations
 
-    uri = f"long_{minutes:g}min"
-    wav, rttm = out_dir / f"{uri}.wav", out_dir / f"{uri}.rttm"
-    if wav.is_file() and rttm.is_file():
-        return wav, rttm
     pieces, turns, offset_s, index = [], [], 0.0, 0
     while offset_s < minutes * 60:
-        part = write_conversations(manifest, out_dir / "parts", num_conversations=1, seed=seed + index,
-                                   sample_rate=sample_rate).iloc[0]
+        part = write_conversations(manifest, parts_dir, num_conversations=1, seed=first_seed + index,
+                                   sample_rate=sample_rate, **simulate_kwargs).iloc[0]
         audio = load_audio(part["wav_path"], sample_rate)
         for segment, _, speaker in read_rttm(part["rttm_path"])[part["uri"]].itertracks(yield_label=True):
             turns.append((offset_s + segment.start, offset_s + segment.end, speaker))
         pieces.append(audio)
         offset_s += len(audio) / sample_rate
         index += 1
-    write_wav(wav, np.concatenate(pieces), sample_rate)
+    return np.concatenate(pieces), turns
+
+
+def long_recording(manifest, minutes, out_dir, sample_rate, seed):
+    """Concatenates seeded conversations until `minutes` of audio; returns (wav, rttm) paths."""
+    from data_prep.audio import write_wav
+    from data_prep.rttm import write_rttm
+    from data_prep.simulate import turns_to_annotation
+
+    uri = f"long_{minutes:g}min"
+    wav, rttm = out_dir / f"{uri}.wav", out_dir / f"{uri}.rttm"
+    if wav.is_file() and rttm.is_file():
+        return wav, rttm
+    audio, turns = concatenated_conversations(manifest, minutes, out_dir / "parts", sample_rate, seed)
+    write_wav(wav, audio, sample_rate)
     write_rttm(turns_to_annotation(turns, uri), rttm)
     return wav, rttm
 

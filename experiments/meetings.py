@@ -35,10 +35,11 @@ def meeting_recording(manifest, num_speakers, minutes, out_dir, seed, min_speake
     """`(wav, rttm, speakers)` of a seeded meeting of `num_speakers` of `manifest`'s speakers, built once."""
     import numpy as np
 
-    from data_prep.audio import load_audio, write_wav
+    from data_prep.audio import write_wav
     from data_prep.augment import add_noise
-    from data_prep.rttm import read_rttm, write_rttm
-    from data_prep.simulate import turns_to_annotation, write_conversations
+    from data_prep.rttm import write_rttm
+    from data_prep.simulate import turns_to_annotation
+    from experiments.benchmark import concatenated_conversations
 
     rng = np.random.default_rng([seed, num_speakers, int(minutes * 60)])
     # Speakers with enough audio for two turns each in every conversation they join.
@@ -51,18 +52,11 @@ def meeting_recording(manifest, num_speakers, minutes, out_dir, seed, min_speake
     wav, rttm = out_dir / f"{uri}.wav", out_dir / f"{uri}.rttm"
     if wav.is_file() and rttm.is_file():
         return wav, rttm, speakers
-    chosen = manifest[manifest["speaker"].isin(speakers)]
-    pieces, turns, offset_s, index = [], [], 0.0, 0
-    while offset_s < minutes * 60:
-        part = write_conversations(chosen, out_dir / "parts" / uri, num_conversations=1, seed=seed * 1000 + index,
-                                   sample_rate=16000, max_speakers=min(4, num_speakers), noise_snr_db=None).iloc[0]
-        audio = load_audio(part["wav_path"], 16000)
-        for segment, _, speaker in read_rttm(part["rttm_path"])[part["uri"]].itertracks(yield_label=True):
-            turns.append((offset_s + segment.start, offset_s + segment.end, speaker))
-        pieces.append(audio)
-        offset_s += len(audio) / 16000
-        index += 1
-    audio = add_noise(np.concatenate(pieces), float(rng.uniform(*NOISE_SNR_DB)), rng)
+    # Clean parts (noise_snr_db None), then one noise over the whole meeting.
+    audio, turns = concatenated_conversations(manifest[manifest["speaker"].isin(speakers)], minutes,
+                                              out_dir / "parts" / uri, 16000, seed * 1000,
+                                              max_speakers=min(4, num_speakers), noise_snr_db=None)
+    audio = add_noise(audio, float(rng.uniform(*NOISE_SNR_DB)), rng)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_wav(wav, audio, 16000)
     write_rttm(turns_to_annotation(turns, uri), rttm)
@@ -112,16 +106,16 @@ def main(argv=None):
         diarizer.settings.count_block_windows = args.block_windows
     base = diarizer.settings
     links = args.link_threshold if args.link_threshold else [base.link_threshold]
-    recordings = []  # (wav, rttm, speakers as text, oracle count)
+    recordings = []  # (wav, rttm, speakers as text)
     try:
         for num_speakers in args.speakers:
             for minutes in args.minutes:
                 for seed in range(args.seeds):
                     wav, rttm, speakers = meeting_recording(manifest, num_speakers, minutes, out_dir / args.split, seed)
-                    recordings.append((wav, rttm, ", ".join(map(str, speakers)), num_speakers))
+                    recordings.append((wav, rttm, ", ".join(map(str, speakers))))
         for minutes in args.long_minutes:
             wav, rttm = long_recording(manifest, minutes, out_dir / f"{args.split}_all", 16000, 7)
-            recordings.append((wav, rttm, f"all {args.split} speakers", None))
+            recordings.append((wav, rttm, f"all {args.split} speakers"))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -129,7 +123,7 @@ def main(argv=None):
     header = " | ".join(f"link {link}: DER est. (found)" for link in links)
     lines = [f"| recording | speakers | {header} | DER full, oracle count |", "|---" * (3 + len(links)) + "|"]
     results = []  # per recording: ([(der, found)] per link, oracle der, true count)
-    for wav, rttm, speakers, _ in recordings:
+    for wav, rttm, speakers in recordings:
         reference = next(iter(read_rttm(rttm).values()))
         true_count = len(reference.labels())
         windows = diarizer.embed(str(wav))

@@ -94,6 +94,15 @@ def count_correction(settings):
     return f" x (K/(K-1))^({power:g}/2) for K speakers" if power and settings.center else ""
 
 
+def link_card(settings):
+    """The model card's line on the blockwise count of long recordings, or nothing when it is off."""
+    if settings.link_threshold is None:
+        return ""
+    return (f"- Long recordings (more than {settings.count_block_windows} windows): counted block by block at the same "
+            f"threshold, the blocks' speakers\n  linked at {settings.link_threshold} (`link_threshold`, "
+            f"`--link-threshold`; chosen with `python -m experiments.meetings`).\n")
+
+
 def model_card(name, config, facts, verification, summary, speed, settings):
     rows = {(row["setting"], row["speakers"]): row for row in summary}
     der = lambda setting, count: f"{rows[(setting, count)]['der']:.1%}"  # noqa: E731
@@ -148,7 +157,7 @@ def model_card(name, config, facts, verification, summary, speed, settings):
   {settings.min_cluster_s} s of windows; clustering compares windows of {settings.cluster_window_s or settings.window_s} s on
   the same centres, each averaged with up to {settings.smooth_windows} neighbours on either side; split: {settings.clustering};
   resegmentation: {settings.resegment or 'none'}.
-- Verification threshold {settings.verification_threshold:.4f} (equal error rate point of validation trials).
+{link_card(settings)}- Verification threshold {settings.verification_threshold:.4f} (equal error rate point of validation trials).
 
 ## Measured on held-out test speakers
 | measure | condition | value |

@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "sincnet_distilled_cosine.keras"
 
 
+# Shared frames are computed in chunks of 30 s, the last rounded up to whole 5 s (`Diarizer.chunked_frames`).
+FRAME_CHUNK_S, FRAME_STEP_S = 30.0, 5.0
+
+
 @dataclass
 class DiarizerSettings:
     """Everything besides the network that decides the output; stored as the model's sidecar JSON."""
@@ -546,7 +550,7 @@ class Diarizer:
             self._compiled_frames[id(frame_model)] = (frame_model, twin)  # the model kept alive: its id stays its own
         return self._compiled_frames[id(frame_model)][1]
 
-    def warm_up(self, chunk_s=30.0, step_s=5.0):
+    def warm_up(self, chunk_s=FRAME_CHUNK_S, step_s=FRAME_STEP_S):
         """Compiles now what a long-running process compiles on the fly: the frame model for each chunk length.
 
         For a server or a batch job that will diarize hours anyway (about 0.25 s per length, six lengths);
@@ -564,7 +568,7 @@ class Diarizer:
         finally:
             self.settings.compile_after_s = after
 
-    def chunked_frames(self, frame_model, audio, hop, chunk_s=30.0, step_s=5.0, compiled=False):
+    def chunked_frames(self, frame_model, audio, hop, chunk_s=FRAME_CHUNK_S, step_s=FRAME_STEP_S, compiled=False):
         """`frame_model`'s frames over a whole recording, `(ceil(samples / hop), channels)`, computed in chunks with context.
 
         Chunks of `chunk_s`, the last one rounded up to whole `step_s`: a handful of input
