@@ -341,6 +341,50 @@ def receptive_field(model):
     return field
 
 
+_NUMPY_ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "tanh": np.tanh,
+}
+
+
+class NumpyHead:
+    """A stack of Dense and UnitNormalization layers as NumPy steps (see `numpy_head`)."""
+
+    def __init__(self, steps):
+        self.steps = steps  # [("dense", kernel, bias, activation) or ("unit_norm",)]
+
+    def __call__(self, x):
+        x = np.asarray(x, np.float32)
+        for step in self.steps:
+            if step[0] == "dense":
+                _, kernel, bias, activation = step
+                x = _NUMPY_ACTIVATIONS[activation](x @ kernel + bias).astype(np.float32, copy=False)
+            else:
+                x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        return x
+
+
+def numpy_head(layers):
+    """`layers` as a `NumpyHead` when each is a Dense (linear, relu, elu or tanh) or a last-axis UnitNormalization;
+    else None. The weights are a snapshot: a diarizer only runs a trained tower."""
+    import keras
+
+    steps = []
+    for layer in layers:
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Dense) and config.get("activation") in _NUMPY_ACTIVATIONS:
+            weights = layer.get_weights()
+            bias = weights[1] if config.get("use_bias", True) else np.zeros(weights[0].shape[1], np.float32)
+            steps.append(("dense", np.asarray(weights[0], np.float32), np.asarray(bias, np.float32), config["activation"]))
+        elif isinstance(layer, keras.layers.UnitNormalization) and config.get("axis") in (-1, [-1], (-1,)):
+            steps.append(("unit_norm",))
+        else:
+            return None
+    return NumpyHead(steps)
+
+
 def timed_stage(stage):
     """Method decorator: the call's time goes to `self.stage_seconds[stage]` (see `Diarizer.timed`)."""
     def decorate(method):
@@ -610,41 +654,48 @@ class Diarizer:
         begin = np.clip(np.round(np.asarray(starts) * s.sample_rate / hop).astype(int), 0, len(frames) - 1)
         end = np.minimum(begin + length, len(frames))
         pooled = np.zeros((len(begin), 2 * frames.shape[1]), np.float32)  # shape: (windows, 2 channels)
-        # Mean and standard deviation of each window's frames from cumulative sums, taken over a few
-        # hundred windows at a time so the float64 sums stay small on long recordings. The sums run
-        # along the last axis of a (channels, frames) copy: NumPy's cumsum is ~3x slower down axis 0.
         channels = frames.shape[1]
-        for first in range(0, len(begin), 512):
-            rows = slice(first, first + 512)
-            low, high = begin[rows].min(), end[rows].max()
-            local = frames[low:high].T.astype(np.float64)  # shape: (channels, frames), C-contiguous
-            sums = np.zeros((2 * channels, high - low + 1))  # running sums of values, then of squares
-            np.cumsum(local, axis=1, out=sums[:channels, 1:])
-            np.cumsum(local**2, axis=1, out=sums[channels:, 1:])
-            b, e = begin[rows] - low, end[rows] - low
-            count = (e - b)[:, None]
-            window_sums = (sums[:, e] - sums[:, b]).T  # shape: (windows, 2 channels)
-            mean = window_sums[:, :channels] / count
-            variance = np.maximum(window_sums[:, channels:] / count - mean**2, 0.0)
-            pooled[rows] = np.concatenate([mean, np.sqrt(variance + epsilon)], axis=1)
+        # Each window's frames gathered side by side, a few hundred windows at a time: mean, then the mean
+        # square deviation from it (two passes, no cancellation in float32). Windows cut short by the
+        # recording's end (a handful) are pooled one by one.
+        full = np.flatnonzero(end - begin == length)
+        offsets = np.arange(length)
+        for first in range(0, len(full), 512):
+            rows = full[first:first + 512]
+            window = frames[begin[rows, None] + offsets]  # shape: (windows, length, channels)
+            mean = window.mean(axis=1)
+            window -= mean[:, None]
+            variance = np.square(window, out=window).mean(axis=1)
+            pooled[rows, :channels] = mean
+            pooled[rows, channels:] = np.sqrt(variance + epsilon)
+        for row in np.flatnonzero(end - begin != length):
+            window = frames[begin[row]:end[row]]
+            pooled[row, :channels] = window.mean(axis=0)
+            pooled[row, channels:] = np.sqrt(window.var(axis=0) + epsilon)
         return self.pooled_head(head, pooled)
 
     def pooled_head(self, head, pooled, rows=512, step=64):
         """The layers after statistics pooling, on blocks of `rows` windows (the last one zero-padded to `step`s).
 
-        A compiled function: calling the layers eagerly costs more than their arithmetic on a
-        conversation's few hundred windows. Keras relaxes its input shape after a second block size,
-        so padding only to a multiple of `step` rows costs one more trace, not one per size.
+        Dense and unit-normalisation layers (every shipped head) run as NumPy matrix products: a Keras call
+        costs more than their arithmetic on a conversation's few hundred windows. Other layers run as a
+        compiled Keras function; Keras relaxes its input shape after a second block size, so padding only
+        to a multiple of `step` rows costs one more trace, not one per size.
         """
         if self._head_model is None or self._head_model[0] is not head:
-            import keras
+            model = numpy_head(head)
+            if model is None:
+                import keras
 
-            inputs = keras.Input((pooled.shape[1],))
-            x = inputs
-            for layer in head:
-                x = layer(x)
-            self._head_model = (head, keras.Model(inputs, x))
+                inputs = keras.Input((pooled.shape[1],))
+                x = inputs
+                for layer in head:
+                    x = layer(x)
+                model = keras.Model(inputs, x)
+            self._head_model = (head, model)
         model = self._head_model[1]
+        if isinstance(model, NumpyHead):
+            return model(pooled)
         out = []
         for first in range(0, len(pooled), rows):
             block = pooled[first:first + rows]

@@ -21,7 +21,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 PRESET_KEYS = {
     "name", "sample_rate", "window_s", "num_stacks", "sinc", "front", "conv_filters",
     "conv_kernel_size", "conv_padding", "batchnorm_momentum", "leaky_relu_slope",
-    "pooling", "embedding",
+    "pooling", "embedding", "conv_pool_sizes",
 }
 WAV2VEC2_PRESET_KEYS = {"name", "frontend", "sample_rate", "window_s", "wav2vec2", "head", "pooling", "embedding"}
 
@@ -55,23 +55,29 @@ def check_preset(preset, source="preset"):
         "wav2vec2": WAV2VEC2_PRESET_KEYS,
     }[frontend]
     unknown = set(preset) - keys
-    missing = keys - set(preset) - {"name", "num_stacks", "frontend"}
+    missing = keys - set(preset) - {"name", "num_stacks", "frontend", "conv_pool_sizes"}
     if unknown or missing:
         raise ValueError(f"{source}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     if preset["pooling"] not in ("flatten", "statistics"):
         raise ValueError(f"{source}: pooling must be 'flatten' or 'statistics'")
+    pools = preset.get("conv_pool_sizes")
+    if pools is not None and (not isinstance(pools, list) or len(pools) != len(preset.get("conv_filters", []))
+                              or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in pools)):
+        raise ValueError(f"{source}: conv_pool_sizes must list one whole number >= 1 per conv block, got {pools!r}")
 
 
 def window_samples(preset):
     return int(round(preset["window_s"] * preset["sample_rate"]))
 
 
-def conv_block(x, filters, preset, name):
-    """Conv1D -> BatchNorm -> LeakyReLU -> MaxPool, the coursework's repeated block."""
+def conv_block(x, filters, preset, name, pool_size=2):
+    """Conv1D -> BatchNorm -> LeakyReLU -> MaxPool, the coursework's repeated block (pool_size 1: no pooling)."""
     x = layers.Conv1D(filters, preset["conv_kernel_size"], padding=preset["conv_padding"], name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=preset["batchnorm_momentum"], name=f"{name}_bn")(x)
     x = layers.LeakyReLU(negative_slope=preset["leaky_relu_slope"], name=f"{name}_act")(x)
-    return layers.MaxPooling1D(2, padding="same", name=f"{name}_pool")(x)
+    if pool_size == 1:
+        return x
+    return layers.MaxPooling1D(pool_size, padding="same", name=f"{name}_pool")(x)
 
 
 def sinc_stack(waveform, preset, name):
@@ -86,8 +92,9 @@ def sinc_stack(waveform, preset, name):
         x = layers.LayerNormalization(name=f"{front}_norm")(x)
     x = layers.LeakyReLU(negative_slope=preset["leaky_relu_slope"], name=f"{front}_act")(x)
     x = layers.MaxPooling1D(preset["front"]["pool_size"], padding="same", name=f"{front}_pool")(x)
-    for index, filters in enumerate(preset["conv_filters"]):
-        x = conv_block(x, filters, preset, name=f"{name}_block{index}")
+    pools = preset.get("conv_pool_sizes", [2] * len(preset["conv_filters"]))
+    for index, (filters, pool_size) in enumerate(zip(preset["conv_filters"], pools)):
+        x = conv_block(x, filters, preset, name=f"{name}_block{index}", pool_size=pool_size)
     if preset["pooling"] == "flatten":
         return layers.Flatten(name=f"{name}_flatten")(x)
     return StatisticsPooling(name=f"{name}_stats")(x)

@@ -589,3 +589,27 @@ def test_sidecars_without_the_count_correction_read_as_before(tmp_path):
     del values["threshold_count_power"]
     path.write_text(json.dumps(values))
     assert DiarizerSettings.from_file(path).threshold_count_power == 0.0
+
+
+def test_numpy_head_matches_the_keras_layers_and_declines_others():
+    import keras
+
+    from siamese.diarizer import numpy_head
+    from sincnet_keras.encoder import build_encoder as build
+
+    tower = build("default")
+    pool = next(i for i, layer in enumerate(tower.layers) if type(layer).__name__ == "StatisticsPooling")
+    head = tower.layers[pool + 1:]  # dense0 (elu), dense1 (elu), l2_normalize: every shipped head
+    x = np.random.default_rng(0).normal(size=(37, 512)).astype(np.float32)
+    inputs = keras.Input((512,))
+    y = inputs
+    for layer in head:
+        y = layer(y)
+    expected = keras.Model(inputs, y).predict_on_batch(x)
+    np.testing.assert_allclose(numpy_head(head)(x), expected, atol=1e-5)
+    for activation in ("relu", "tanh", "linear"):
+        dense = keras.layers.Dense(8, activation=activation)
+        dense.build((None, 512))
+        np.testing.assert_allclose(numpy_head([dense])(x), np.asarray(dense(x)), atol=1e-5)
+    assert numpy_head([keras.layers.Dense(8, activation="softmax")]) is None
+    assert numpy_head([keras.layers.BatchNormalization()]) is None

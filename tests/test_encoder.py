@@ -201,3 +201,27 @@ def test_fold_batch_norm_keeps_the_frames_in_fewer_layers():
     assert fold_batch_norm(frames).count_params() == folded.count_params()  # the tower's layers gained no calls
     two_stacks = build_encoder("original_two_stacks")  # not a single chain: left as it is
     assert fold_batch_norm(two_stacks) is two_stacks
+
+
+def test_fast_preset_takes_the_default_weights_at_half_the_frame_rate_inside():
+    fast, default = build_encoder("fast"), build_encoder("default")
+    # Same weights (a default tower initialises it); the blocks run one octave lower, the embedding frames do not.
+    assert [w.shape for w in fast.weights] == [w.shape for w in default.weights]
+    fast.set_weights(default.get_weights())
+    shapes = {}
+    for model in (fast, default):
+        pool = next(layer for layer in model.layers if isinstance(layer, StatisticsPooling))
+        conv = next(layer for layer in model.layers if isinstance(layer, layers.Conv1D))
+        frames = keras.Model(model.input, [conv.output, pool.input])(_noise(1, 32000))
+        shapes[model.name] = [tuple(_numpy(f).shape) for f in frames]
+    assert shapes[fast.name][1] == shapes[default.name][1] == (1, 50, 256)  # 25 frames a second at the end
+    assert shapes[fast.name][0][1] * 2 == shapes[default.name][0][1]  # the first block sees half as many
+    np.testing.assert_allclose(np.linalg.norm(_numpy(fast(_noise(2, 16000), training=False)), axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pools", [[2, 2], "2", [2, 2, 0, 2], [2, 2, 2, True]])
+def test_bad_conv_pool_sizes_are_refused(pools):
+    preset = copy.deepcopy(load_preset("default"))
+    preset["conv_pool_sizes"] = pools
+    with pytest.raises(ValueError, match="conv_pool_sizes"):
+        build_encoder(preset)
