@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 
 _BLOCK_FRAMES = 8192  # frames per block: bounded memory on hours of audio
-_ACTIVATIONS = {
+# Keras activations by name, in place on a float32 array: the NumPy inference copies of Keras layers (this
+# network, and the diarizer's embedding head, `siamese.diarizer.numpy_head`) share them.
+NUMPY_ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0, out=x),
     "sigmoid": lambda x: np.reciprocal(1.0 + np.exp(-x, out=x), out=x),
     "linear": lambda x: x,
+    "elu": lambda x: np.expm1(x, out=x, where=x < 0),
+    "tanh": lambda x: np.tanh(x, out=x),
 }
 
 
@@ -52,10 +56,10 @@ class SpeechNet:
         convolutions = []
         for layer in model.layers:
             config = layer.get_config()
-            if type(layer).__name__ != "Conv1D" or config["activation"] not in _ACTIVATIONS \
+            if type(layer).__name__ != "Conv1D" or config["activation"] not in NUMPY_ACTIVATIONS \
                     or config["strides"] != (1,) or (config["kernel_size"] != (1,) and config["padding"] != "same"):
                 raise ValueError(f"not a speech detector network: layer {layer.name!r} is not a stride-1 'same' "
-                                 f"Conv1D with a relu, sigmoid or linear activation")
+                                 f"Conv1D with one of the activations {sorted(NUMPY_ACTIVATIONS)}")
             kernel, bias = (np.asarray(weight, dtype=np.float32) for weight in layer.get_weights())
             convolutions.append((kernel, bias, int(config["dilation_rate"][0]), config["activation"]))
         if not convolutions or convolutions[-1][0].shape[-1] != 1:
@@ -83,7 +87,7 @@ class SpeechNet:
             y = padded[:len(x)] @ kernel[0] + bias
             for tap in range(1, kernel.shape[0]):
                 y += padded[tap * dilation : tap * dilation + len(x)] @ kernel[tap]
-            x = _ACTIVATIONS[activation](y)
+            x = NUMPY_ACTIVATIONS[activation](y)
         return x[:, 0]
 
 

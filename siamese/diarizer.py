@@ -28,6 +28,7 @@ from scipy.spatial.distance import pdist
 
 import sincnet_keras  # noqa: F401  (registers the tower's layers so .keras files load)
 from data_prep.audio import load_audio, normalize_level
+from data_prep.speech_net import NUMPY_ACTIVATIONS
 from data_prep.vad import speech_regions
 
 logger = logging.getLogger(__name__)
@@ -341,14 +342,6 @@ def receptive_field(model):
     return field
 
 
-_NUMPY_ACTIVATIONS = {
-    "linear": lambda x: x,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-    "tanh": np.tanh,
-}
-
-
 class NumpyHead:
     """A stack of Dense and UnitNormalization layers as NumPy steps (see `numpy_head`)."""
 
@@ -360,21 +353,21 @@ class NumpyHead:
         for step in self.steps:
             if step[0] == "dense":
                 _, kernel, bias, activation = step
-                x = _NUMPY_ACTIVATIONS[activation](x @ kernel + bias).astype(np.float32, copy=False)
+                x = NUMPY_ACTIVATIONS[activation]((x @ kernel + bias).astype(np.float32, copy=False))
             else:
                 x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
         return x
 
 
 def numpy_head(layers):
-    """`layers` as a `NumpyHead` when each is a Dense (linear, relu, elu or tanh) or a last-axis UnitNormalization;
-    else None. The weights are a snapshot: a diarizer only runs a trained tower."""
+    """`layers` as a `NumpyHead` when each is a Dense (activation in `NUMPY_ACTIVATIONS`) or a last-axis
+    UnitNormalization, else None. The weights are a snapshot: a diarizer only runs a trained tower."""
     import keras
 
     steps = []
     for layer in layers:
         config = layer.get_config()
-        if isinstance(layer, keras.layers.Dense) and config.get("activation") in _NUMPY_ACTIVATIONS:
+        if isinstance(layer, keras.layers.Dense) and config.get("activation") in NUMPY_ACTIVATIONS:
             weights = layer.get_weights()
             bias = weights[1] if config.get("use_bias", True) else np.zeros(weights[0].shape[1], np.float32)
             steps.append(("dense", np.asarray(weights[0], np.float32), np.asarray(bias, np.float32), config["activation"]))
