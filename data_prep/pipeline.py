@@ -11,7 +11,7 @@ inside the segment.
 import numpy as np
 
 from data_prep.audio import load_audio, normalize_level
-from data_prep.augment import add_noise
+from data_prep.augment import add_noise, reverberate_randomly
 from data_prep.manifest import load_utterance, utterance_spans
 
 
@@ -82,19 +82,27 @@ def utterance_cache(manifest, *, sample_rate, cache_mb=2048):
     return cached
 
 
-def maybe_noisy(crop, rng, noise_prob, noise_snr_db):
-    """`crop` with white, pink or brown noise at an SNR drawn from `noise_snr_db`, with probability `noise_prob`."""
+def maybe_noisy(crop, rng, noise_prob, noise_snr_db, reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9), sample_rate=16000):
+    """`crop` in a reverberant room with probability `reverb_prob` (reverberation time drawn from `reverb_rt60_s`),
+    then with white, pink or brown noise at an SNR drawn from `noise_snr_db`, with probability `noise_prob`.
+
+    Without reverberation no draw is made for it, so crops trained without it stay the same for a seed.
+    """
+    if reverb_prob > 0.0 and rng.random() < reverb_prob:
+        crop = normalize_level(reverberate_randomly(crop, reverb_rt60_s, rng, sample_rate))
     if noise_prob > 0.0 and rng.random() < noise_prob:
         return normalize_level(add_noise(crop, rng.uniform(*noise_snr_db), rng))
     return crop
 
 
-def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
+def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.0, noise_snr_db=(5.0, 30.0),
+                reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9)):
     """`crop(row, rng)`: one training crop of manifest row `row`, drawn with `rng`.
 
     Crops are sliced from memory when `utterance_cache` keeps the utterances, otherwise
     seek-read from their files. With probability `noise_prob` a crop gets white,
-    pink or brown background noise at an SNR drawn from `noise_snr_db`.
+    pink or brown background noise at an SNR drawn from `noise_snr_db`; before that, with
+    probability `reverb_prob`, a synthetic room's reverberation (`data_prep.augment.room_impulse_response`).
     """
     paths = manifest["path"].astype(str).to_numpy()
     durations = manifest["duration_s"].to_numpy(dtype=float)
@@ -105,13 +113,13 @@ def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.
     def crop(row, rng):
         clean = random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=cached(row),
                             offset_s=offsets[row], segment=not np.isnan(lengths[row]))
-        return maybe_noisy(clean, rng, noise_prob, noise_snr_db)
+        return maybe_noisy(clean, rng, noise_prob, noise_snr_db, reverb_prob, reverb_rt60_s, sample_rate)
 
     return crop
 
 
 def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False, cache_mb=2048,
-                 noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
+                 noise_prob=0.0, noise_snr_db=(5.0, 30.0), reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9)):
     """A `tf.data.Dataset` of `((first, second), label)` batches.
 
     Args:
@@ -120,7 +128,7 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
         sample_rate: model rate in Hz; audio at other rates is resampled.
         window_s: crop length in seconds.
         batch_size: pairs per batch.
-        cache_mb, noise_prob, noise_snr_db: see `crop_loader` (the noise is drawn
+        cache_mb, noise_prob, noise_snr_db, reverb_prob, reverb_rt60_s: see `crop_loader` (the noise is drawn
             from the pair's seed, like the crop itself).
 
     Shapes: first, second `(batch, window_samples, 1)`, label `(batch,)`.
@@ -129,7 +137,8 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
 
     num_samples = int(round(window_s * sample_rate))
     crop = crop_loader(manifest, sample_rate=sample_rate, window_s=window_s, cache_mb=cache_mb,
-                       noise_prob=noise_prob, noise_snr_db=noise_snr_db)
+                       noise_prob=noise_prob, noise_snr_db=noise_snr_db, reverb_prob=reverb_prob,
+                       reverb_rt60_s=reverb_rt60_s)
 
     def load_batch(first, second, crop_seed):
         batch = np.zeros((2, len(first), num_samples, 1), np.float32)
@@ -153,7 +162,7 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
 
 
 def crop_dataset(manifest, crops, *, sample_rate, window_s, batch_size, cache_mb=2048,
-                 noise_prob=0.0, noise_snr_db=(5.0, 30.0)):
+                 noise_prob=0.0, noise_snr_db=(5.0, 30.0), reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9)):
     """A `tf.data.Dataset` of `(crops, speaker)` batches for batch-all contrastive training.
 
     Args:
@@ -169,7 +178,8 @@ def crop_dataset(manifest, crops, *, sample_rate, window_s, batch_size, cache_mb
 
     num_samples = int(round(window_s * sample_rate))
     crop = crop_loader(manifest, sample_rate=sample_rate, window_s=window_s, cache_mb=cache_mb,
-                       noise_prob=noise_prob, noise_snr_db=noise_snr_db)
+                       noise_prob=noise_prob, noise_snr_db=noise_snr_db, reverb_prob=reverb_prob,
+                       reverb_rt60_s=reverb_rt60_s)
 
     def load_batch(rows, crop_seed):
         batch = np.zeros((len(rows), num_samples, 1), np.float32)

@@ -23,7 +23,7 @@ import pandas as pd
 from pyannote.core import Annotation, Segment
 from tqdm import tqdm
 
-from data_prep.augment import coloured_noise
+from data_prep.augment import DRR_DB, coloured_noise, reverberate, room_impulse_response
 from data_prep.audio import AudioError, atomic_path, normalize_level, write_wav
 from data_prep.manifest import load_utterance, read_manifest, utterance_spans
 from data_prep.rttm import write_rttm
@@ -109,6 +109,8 @@ def simulate_conversation(
     level_db_range: tuple[float, float] = (-6.0, 6.0),
     noise_snr_db: tuple[float, float] | None = (10.0, 30.0),
     reference: str = "turns",
+    reverb_rt60_s: tuple[float, float] | None = None,
+    reverb_drr_db: tuple[float, float] = DRR_DB,
 ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Simulate one conversation between distinct speakers of a manifest.
 
@@ -125,6 +127,11 @@ def simulate_conversation(
     Speakers differ in level, and a stationary background noise (white, pink
     or brown, drawn per conversation) is added under the whole recording, so
     silences are not digital zeros and the speech detector has work to do.
+    With ``reverb_rt60_s`` the conversation happens in one room (its
+    reverberation time drawn per conversation) and each speaker stands
+    somewhere else in it (their own response and direct-to-reverberant ratio,
+    :func:`data_prep.augment.room_impulse_response`); the references still mark
+    the dry speech, as annotators mark what was said, not its echo.
 
     Args:
         manifest: Utterance manifest (``path``, ``speaker``, ``duration_s``).
@@ -145,6 +152,9 @@ def simulate_conversation(
             (pauses inside a turn included), or ``"speech"``, each turn's
             speech regions (pauses of 0.3 s or more inside it left out). The
             audio is the same either way.
+        reverb_rt60_s: Range of the room's reverberation time in seconds;
+            None (the default) keeps the speech dry.
+        reverb_drr_db: Range of each speaker's direct-to-reverberant ratio in dB.
 
     Returns:
         ``(audio, segments)``: float32 mono mix with peak 0.9, and the
@@ -222,9 +232,20 @@ def simulate_conversation(
     total = min(timeline_end + seconds(pause_s), max_samples)  # trailing silence
     audio = np.zeros(total, dtype=np.float32)
     active = np.zeros(total, dtype=bool)
-    for start, chunk, _, _ in placed:
-        audio[start : start + len(chunk)] += chunk
-        active[start : start + len(chunk)] = True
+    if reverb_rt60_s is None:
+        for start, chunk, _, _ in placed:
+            audio[start : start + len(chunk)] += chunk
+            active[start : start + len(chunk)] = True
+    else:
+        rt60_s = rng.uniform(*reverb_rt60_s)
+        for k in range(num_speakers):  # each speaker's dry track through their own response
+            track = np.zeros(total, dtype=np.float32)
+            for start, chunk, speaker, _ in placed:
+                if speaker == k:
+                    track[start : start + len(chunk)] += chunk
+                    active[start : start + len(chunk)] = True
+            response = room_impulse_response(rt60_s, sample_rate, rng, drr_db=rng.uniform(*reverb_drr_db))
+            audio += reverberate(track, response)
     if noise_snr_db is not None:
         speech_power = float(np.mean(audio[active] ** 2))
         noise = coloured_noise(total, exponent=float(rng.choice([0.0, 1.0, 2.0])), rng=rng)
@@ -380,8 +401,24 @@ def main(argv: list[str] | None = None) -> int:
         help="what the RTTM marks: speech (default; pauses of 0.3 s or more inside a turn left out) "
         "or whole turns",
     )
+    parser.add_argument(
+        "--reverb", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+        help="put the conversation in a room whose reverberation time (RT60, s) is drawn in [LOW, HIGH] "
+        "(default: dry speech)",
+    )
+    parser.add_argument(
+        "--drr", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"),
+        help="range of each speaker's direct-to-reverberant ratio in dB, with --reverb (default 0 10)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.reverb is not None and not 0.0 < args.reverb[0] <= args.reverb[1] <= 5.0:
+        print(f"error: --reverb needs 0 < LOW <= HIGH <= 5 seconds, got {args.reverb[0]:g} {args.reverb[1]:g}",
+              file=sys.stderr)
+        return 2
+    if args.drr[0] > args.drr[1]:
+        print(f"error: --drr needs LOW <= HIGH, got {args.drr[0]:g} {args.drr[1]:g}", file=sys.stderr)
+        return 2
     try:
         index_df = write_conversations(
             read_manifest(args.manifest),
@@ -395,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             noise_snr_db=None if args.no_noise else tuple(args.snr),
             level_db_range=(-abs(args.level_db), abs(args.level_db)),
             reference=args.reference,
+            reverb_rt60_s=None if args.reverb is None else tuple(args.reverb),
+            reverb_drr_db=tuple(args.drr),
         )
     except (ValueError, AudioError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

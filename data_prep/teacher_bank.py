@@ -153,7 +153,8 @@ def init_signs(tower, manifest, windows, *, sample_rate, window_s, rows=60, ever
 
 
 def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, batch_size, noise_prob=0.0,
-                    noise_snr_db=(5.0, 30.0), cache_mb=2048, with_speaker=False):
+                    noise_snr_db=(5.0, 30.0), cache_mb=2048, with_speaker=False, reverb_prob=0.0,
+                    reverb_rt60_s=(0.2, 0.9)):
     """A `tf.data.Dataset` of `(crops, teacher embeddings)` batches for distillation.
 
     Args:
@@ -163,7 +164,8 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
         windows: `load_teacher_bank`'s per-row `(starts, embeddings)`.
         hop_s: the bank's hop; a crop starts up to half a hop before or after its window,
             whose teacher embedding it keeps.
-        noise_prob, noise_snr_db, cache_mb: as `data_prep.pipeline.crop_loader` (`utterance_cache`, `maybe_noisy`).
+        noise_prob, noise_snr_db, cache_mb, reverb_prob, reverb_rt60_s: as `data_prep.pipeline.crop_loader`
+            (`utterance_cache`, `maybe_noisy`). The teacher's targets stay those of the clean crops.
         with_speaker: append each crop's speaker code (from `crops`) to its target, as
             `siamese.losses.RelationalDistillationLoss(contrastive_weight > 0)` expects.
 
@@ -192,7 +194,8 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
             whole = utterance(row)
             start = int(np.clip(starts[pick] + rng.integers(-half_hop, half_hop + 1), 0, max(0, len(whole) - length)))
             crop = normalize_level(np.pad(whole[start:start + length], (0, max(0, start + length - len(whole)))))
-            audio[index, :, 0] = maybe_noisy(crop, rng, noise_prob, noise_snr_db)
+            audio[index, :, 0] = maybe_noisy(crop, rng, noise_prob, noise_snr_db, reverb_prob, reverb_rt60_s,
+                                             sample_rate)
             targets[index, :embeddings.shape[1]] = embeddings[pick]
         return audio, targets
 

@@ -32,6 +32,9 @@ SCHEMA = {
         "noise_prob": float,
         "noise_snr_low": float,
         "noise_snr_high": float,
+        "reverb_prob": float,
+        "reverb_rt60_low": float,
+        "reverb_rt60_high": float,
         "objective": str,
         "crops_per_speaker": int,
         "freeze": str,
@@ -81,15 +84,22 @@ SPEECH_DETECTOR_SCHEMA = {
         "telephone_share": float,
         "long_pause_share": float,
         "noise_only_share": float,
+        "reverb_share": float,
+        "reverb_rt60_low": float,
+        "reverb_rt60_high": float,
     },
     "detector": {"channels": int, "kernel_size": int, "dilations": list},
     "training": {"epochs": int, "batch_size": int, "learning_rate": float, "crop_s": float, "patience": int},
 }
 
+# Keys a speech detector config may leave out (configs from before reverberation stay valid).
+SPEECH_DETECTOR_OPTIONAL = {"conversations": {"reverb_share": 0.0, "reverb_rt60_low": 0.2, "reverb_rt60_high": 0.9}}
+
 # Keys a config may leave out, with the value they then take (older configs stay valid).
 OPTIONAL = {"data": {"speed_perturb": []},
             "model": {"frontend_weights": ""},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
+                         "reverb_prob": 0.0, "reverb_rt60_low": 0.2, "reverb_rt60_high": 0.9,
                          "objective": "pairs", "crops_per_speaker": 4, "freeze": "none",
                          "teacher": "resemblyzer", "teacher_window_s": 1.5, "teacher_hop_s": 0.2,
                          "contrastive_weight": 0.0, "embedding_weight": 0.0, "teacher_signs": "largest"}}
@@ -182,10 +192,12 @@ def _check(section, schema, where):
             raise ConfigError(f"data.speed_perturb: expected distinct factors in [0.5, 2] other than 1, got {factors!r}")
         section["speed_perturb"] = [float(f) for f in factors]
     if where == "conversations.":
+        shares = ("telephone_share", "long_pause_share", "noise_only_share", "reverb_share")
         if section["min_speakers"] > section["max_speakers"] or section["noise_snr_low"] > section["noise_snr_high"] \
-                or max(section["telephone_share"], section["long_pause_share"], section["noise_only_share"]) > 1.0:
-            raise ConfigError("conversations: need min_speakers <= max_speakers, noise_snr_low <= noise_snr_high "
-                              "and shares <= 1")
+                or not all(0.0 <= section[share] <= 1.0 for share in shares) \
+                or not 0.0 < section["reverb_rt60_low"] <= section["reverb_rt60_high"] <= 5.0:
+            raise ConfigError("conversations: need min_speakers <= max_speakers, noise_snr_low <= noise_snr_high, "
+                              "shares in [0, 1] and 0 < reverb_rt60_low <= reverb_rt60_high <= 5 s")
     if where == "detector." and not (section["dilations"] and all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in section["dilations"])):
         raise ConfigError(f"detector.dilations: expected a list of positive integers, got {section['dilations']!r}")
@@ -194,6 +206,8 @@ def _check(section, schema, where):
             raise ConfigError(f"training.lr_decay_factor: must be < 1, got {section['lr_decay_factor']!r}")
         if section["noise_prob"] > 1.0 or section["noise_snr_low"] > section["noise_snr_high"]:
             raise ConfigError("training.noise_prob must be <= 1 and noise_snr_low <= noise_snr_high")
+        if not (0.0 <= section["reverb_prob"] <= 1.0 and 0.0 < section["reverb_rt60_low"] <= section["reverb_rt60_high"] <= 5.0):
+            raise ConfigError("training: need 0 <= reverb_prob <= 1 and 0 < reverb_rt60_low <= reverb_rt60_high <= 5 s")
         if section["objective"] == "batch_all" and (
                 section["batch_size"] % section["crops_per_speaker"] or
                 section["batch_size"] < 2 * section["crops_per_speaker"]):

@@ -518,7 +518,12 @@ def train(config, resume=False, verbose=2, skipped=None, init=None, strategy="de
 
         rate, window_s, batch = preset["sample_rate"], preset["window_s"], training["batch_size"]
         audio = {"sample_rate": rate, "window_s": window_s, "noise_prob": training["noise_prob"],
-                 "noise_snr_db": (training["noise_snr_low"], training["noise_snr_high"])}
+                 "noise_snr_db": (training["noise_snr_low"], training["noise_snr_high"]),
+                 "reverb_prob": training["reverb_prob"],
+                 "reverb_rt60_s": (training["reverb_rt60_low"], training["reverb_rt60_high"])}
+        if frozen is not None and training["reverb_prob"] > 0.0:
+            raise ConfigError("training.reverb_prob: a frozen front end's features are computed once per utterance, "
+                              "without reverberation; set it to 0")
         if frozen is not None:
             banks = {name: frontend_bank(frozen[0], manifests[name], audio, [config["seed"], index])
                      for index, name in enumerate(("train", "val"))}

@@ -26,7 +26,7 @@ from pathlib import Path
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 import numpy as np
 from data_prep.audio import AudioError, atomic_path
-from experiments.config import SPEECH_DETECTOR_SCHEMA, ConfigError, dump_config, load_config
+from experiments.config import SPEECH_DETECTOR_OPTIONAL, SPEECH_DETECTOR_SCHEMA, ConfigError, dump_config, load_config
 
 logger = logging.getLogger("experiments.train_vad")
 SAMPLE_RATE = 16000
@@ -69,12 +69,15 @@ def simulated_frames(manifest, count, settings, seed, desc):
             audio, segments = noise_alone(rng), []
         else:
             pauses = LONG_PAUSES_S if rng.random() < settings["long_pause_share"] else (0.1, 0.8)
+            # No draw without reverberation: a config without it simulates the same conversations as before.
+            reverb = settings["reverb_share"] > 0.0 and rng.random() < settings["reverb_share"]
+            room = (settings["reverb_rt60_low"], settings["reverb_rt60_high"]) if reverb else None
             for _ in range(20):
                 try:
                     audio, segments = simulate_conversation(
                         manifest, num_speakers=int(rng.integers(settings["min_speakers"], settings["max_speakers"] + 1)),
                         rng=rng, reference="speech", pause_s=pauses,
-                        noise_snr_db=(settings["noise_snr_low"], settings["noise_snr_high"]))
+                        noise_snr_db=(settings["noise_snr_low"], settings["noise_snr_high"]), reverb_rt60_s=room)
                     break
                 except NotEnoughSpeechError:
                     continue
@@ -174,7 +177,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config, schema=SPEECH_DETECTOR_SCHEMA, optional={})
+        config = load_config(args.config, schema=SPEECH_DETECTOR_SCHEMA, optional=SPEECH_DETECTOR_OPTIONAL)
         if args.output_dir:
             config["output_dir"] = args.output_dir
         run_dir = train_vad(config, verbose=0 if args.quiet else 2)

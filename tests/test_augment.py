@@ -30,3 +30,31 @@ def test_speed_perturbation_adds_one_identity_per_factor(librispeech_manifest, t
 def test_speed_perturbation_rejects_a_factor_of_one(librispeech_manifest, tmp_path):
     with pytest.raises(ValueError, match="factors"):
         speed_perturbed_speakers(librispeech_manifest.head(1), [1.0], tmp_path)
+
+
+def test_room_impulse_response_decays_at_its_reverberation_time():
+    """Direct sound first, then a tail whose energy falls ~60 dB over RT60, at the drawn direct-to-reverberant ratio."""
+    from data_prep.augment import room_impulse_response
+
+    rt60, rate = 0.5, 16000
+    response = room_impulse_response(rt60, rate, np.random.default_rng(0), drr_db=6.0)
+    assert response.dtype == np.float32 and response[0] == 1.0 and len(response) == int(np.ceil(rt60 * rate)) + 1
+    tail = response[1:].astype(np.float64)
+    assert abs(10 * np.log10(1.0 / np.sum(tail**2)) - 6.0) < 0.01
+    # Schroeder backward integration: the decay from -5 to -25 dB, extrapolated to 60 dB, is the RT60.
+    decay = 10 * np.log10(np.cumsum(tail[::-1] ** 2)[::-1] / np.sum(tail**2))
+    t5, t25 = np.argmax(decay < -5) / rate, np.argmax(decay < -25) / rate
+    assert abs(3 * (t25 - t5) - rt60) < 0.05
+    with pytest.raises(ValueError, match="rt60_s"):
+        room_impulse_response(0.0, rate, np.random.default_rng(0))
+
+
+def test_reverberate_keeps_length_and_alignment():
+    from data_prep.augment import reverberate, room_impulse_response
+
+    audio = np.zeros(8000, np.float32)
+    audio[1000] = 1.0
+    out = reverberate(audio, room_impulse_response(0.3, 16000, np.random.default_rng(1), drr_db=10.0))
+    assert out.shape == audio.shape and out.dtype == np.float32
+    assert np.argmax(np.abs(out)) == 1000 and np.abs(out[:1000]).max() < 1e-6 and np.abs(out[1100:]).max() > 1e-3
+    assert reverberate(np.zeros(0, np.float32), np.ones(3, np.float32)).shape == (0,)

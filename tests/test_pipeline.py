@@ -117,3 +117,20 @@ def test_crop_dataset_shapes_and_determinism(librispeech_manifest):
     for (audio_a, speaker_a), (audio_b, speaker_b) in zip(first, second):
         np.testing.assert_array_equal(audio_a, audio_b)
         np.testing.assert_array_equal(speaker_a, speaker_b)
+
+
+def test_reverberation_augmentation_is_seeded_and_changes_crops(librispeech_manifest):
+    """reverb_prob puts crops in a synthetic room, the same one for the same seed; at 0 no draw is made for it."""
+    manifest = librispeech_manifest.iloc[:10]
+    pairs = sample_pairs(manifest, 8, seed=5)
+
+    def first_batch(**kwargs):
+        dataset = pair_dataset(manifest, pairs, sample_rate=8000, window_s=0.5, batch_size=8, **kwargs)
+        (first, _), _ = next(dataset.as_numpy_iterator())
+        return first
+
+    clean = first_batch()
+    np.testing.assert_array_equal(clean, first_batch(reverb_prob=0.0))
+    wet = first_batch(reverb_prob=1.0, reverb_rt60_s=(0.5, 0.5))
+    np.testing.assert_array_equal(wet, first_batch(reverb_prob=1.0, reverb_rt60_s=(0.5, 0.5)))
+    assert not np.allclose(wet, clean)

@@ -159,3 +159,24 @@ def test_speech_reference_leaves_out_pauses_inside_turns(librispeech_manifest):
     assert removed > 0.5  # seconds: LibriSpeech readers do pause
     with pytest.raises(ValueError, match="reference"):
         simulate_conversation(librispeech_manifest, num_speakers=2, rng=np.random.default_rng(0), reference="words")
+
+
+def test_reverberant_conversation_keeps_turns_and_fills_pauses(librispeech_manifest):
+    """A room changes the audio, not the reference; its tails spill into the pauses after turns."""
+    dry, dry_turns = simulate_conversation(librispeech_manifest, num_speakers=3, rng=np.random.default_rng(9),
+                                           noise_snr_db=None)
+    wet, wet_turns = simulate_conversation(librispeech_manifest, num_speakers=3, rng=np.random.default_rng(9),
+                                           noise_snr_db=None, reverb_rt60_s=(0.6, 0.6))
+    assert wet_turns == dry_turns and len(wet) == len(dry) and not np.allclose(wet, dry)
+    active = np.zeros(len(dry), bool)
+    for start, end, _ in dry_turns:
+        active[int(start * SR):int(end * SR)] = True
+    assert np.all(dry[~active] == 0.0) and np.sqrt(np.mean(wet[~active] ** 2)) > 1e-4
+
+
+def test_cli_rejects_a_bad_reverberation_time(librispeech_manifest, tmp_path, capsys):
+    manifest = tmp_path / "test.csv"
+    write_manifest(librispeech_manifest.head(40), manifest)
+    assert main(["--manifest", str(manifest), "--out", str(tmp_path / "c"), "--reverb", "0", "1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --reverb")
+    assert not (tmp_path / "c").exists()

@@ -135,7 +135,7 @@ def _tiny_config(tmp_path, librispeech_root, **changes):
 def test_train_vad_writes_a_loadable_detector_once(tmp_path, librispeech_root, capsys):
     from experiments.train_vad import main
 
-    path = _tiny_config(tmp_path, librispeech_root)
+    path = _tiny_config(tmp_path, librispeech_root, **{"conversations.reverb_share": 0.5})  # some in a room
     assert main(["--config", str(path), "--quiet"]) == 0
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
@@ -151,6 +151,8 @@ def test_train_vad_writes_a_loadable_detector_once(tmp_path, librispeech_root, c
     ({"detector.dilations": [1, 0]}, "detector.dilations"),
     ({"conversations.min_speakers": 5}, "min_speakers <= max_speakers"),
     ({"training.crop_s": 0.1}, "training.crop_s"),
+    ({"conversations.reverb_share": 1.5}, "shares in [0, 1]"),
+    ({"conversations.reverb_rt60_low": 0.0}, "reverb_rt60_low"),
 ])
 def test_train_vad_bad_config_is_one_line_error(tmp_path, librispeech_root, capsys, change, message):
     from experiments.train_vad import main

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from experiments.train import main as train_main
@@ -93,6 +94,17 @@ def test_noise_options_are_checked(tmp_path, capsys):
     path.write_text(yaml.safe_dump(config))
     assert train_main(["--config", str(path)]) == 1
     assert "noise_snr_low" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", [{"reverb_prob": 1.5}, {"reverb_rt60_low": 0.0}, {"reverb_rt60_low": 0.9, "reverb_rt60_high": 0.3}])
+def test_reverberation_options_are_checked(tmp_path, capsys, change):
+    config = yaml.safe_load(open("experiments/configs/tiny.yaml"))
+    config["training"].update(change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert train_main(["--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "reverb" in err and len(err.strip().splitlines()) == 1
 
 
 def test_batch_all_objective_trains_resumes_and_saves_a_bare_tower(tmp_path, librispeech_root):
