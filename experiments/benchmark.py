@@ -161,6 +161,10 @@ def score_system(diarizer, data):
         many = data["test_many"]
         rows = score_recordings(diarizer, annotated_recordings(many, many), {"full": DER_SETTINGS["full"]})
         summary.update({("full many", row["speakers"]): row for row in summarize(rows)})
+    if data.get("test_rooms"):  # the release's conversations in reverberant rooms
+        rooms = data["test_rooms"]
+        rows = score_recordings(diarizer, annotated_recordings(rooms, rooms), DER_SETTINGS)
+        summary.update({(f"{row['setting']} rooms", row["speakers"]): row for row in summarize(rows)})
     return verification, summary
 
 
@@ -184,6 +188,14 @@ def comparison_rows(scores, speed, speakers, stages=None, repeats=1):
         rows.append(("speaker count exact", f"estimated count, {files} test conversations of 5-8 speakers",
                      project_der[("full many", "estimated")]["count_exact"],
                      peer_der[("full many", "estimated")]["count_exact"], "%"))
+    if ("full rooms", "estimated") in project_der and ("full rooms", "estimated") in peer_der:
+        for setting, count in (("full", "estimated"), ("full", "oracle"), ("forgiving", "estimated")):
+            files = project_der[(f"{setting} rooms", count)]["files"]
+            rows.append((f"DER {setting}", f"{conditions[setting]}, {count} count, {files} test conversations in rooms",
+                         project_der[(f"{setting} rooms", count)]["der"], peer_der[(f"{setting} rooms", count)]["der"], "%"))
+        rows.append(("speaker count exact", f"estimated count, {files} test conversations in rooms",
+                     project_der[("full rooms", "estimated")]["count_exact"],
+                     peer_der[("full rooms", "estimated")]["count_exact"], "%"))
     rows.append(("RTF, conversations", "mean per test conversation, in process (decode to clustering)",
                  project_der[("full", "estimated")]["rtf"], peer_der[("full", "estimated")]["rtf"], "x"))
     if stages:
@@ -268,7 +280,8 @@ def side_by_side(args, argv):
         data = heldout_data(manifests, run_dir / "heldout", rate)
         peer_settings = run_dir / "peers" / f"{args.peer}.json"
         peer, calibration = calibrated_peer(args.peer, peer_settings, sidecar_path(model), *data["val"],
-                                            many=data["val_many"], recalibrate=args.recalibrate)
+                                            many=data["val_many"], recalibrate=args.recalibrate,
+                                            rooms=data["val_rooms"])
         print(f"{args.peer}: window {peer.settings.window_s} s, clustering threshold {peer.settings.threshold}, "
               f"verification threshold {peer.settings.verification_threshold} (validation DER full, estimated count "
               f"{calibration['val_der_full_estimated']:.2%}, EER {calibration['val_eer']:.2%})", flush=True)

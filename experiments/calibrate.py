@@ -13,6 +13,7 @@ Both are stored in the model's sidecar JSON (`<model>.json`), next to the model.
 
 import argparse
 import sys
+from pathlib import Path
 
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
 
@@ -48,8 +49,11 @@ def sweep_threshold(diarizer, embedded, grid):
     return np.asarray(totals)
 
 
-def der_by_count(diarizer, recordings, many):
-    """Each validation set's own DER (full, estimated count) at the chosen settings: 2-4 and 5-8 speakers."""
+def der_by_count(diarizer, recordings, many, other="5to8"):
+    """Each validation set's own DER (full, estimated count) at the chosen settings: 2-4 speakers and `many`.
+
+    `other` names `many` in the keys: "5to8" (conversations of 5-8 speakers) or "rooms" (in reverberant rooms).
+    """
     from experiments.evaluate import score_recordings, summarize
     from siamese.metrics import DER_SETTINGS
 
@@ -57,28 +61,38 @@ def der_by_count(diarizer, recordings, many):
         rows = score_recordings(diarizer, part, {"full": DER_SETTINGS["full"]}, speaker_counts=("estimated",))
         return summarize(rows)[0]["der"]
 
-    return {"val_der_full_estimated_2to4": der(recordings), "val_der_full_estimated_5to8": der(many)}
+    return {"val_der_full_estimated_2to4": der(recordings), f"val_der_full_estimated_{other}": der(many)}
 
 
 def by_count(calibration):
-    """" (2-4 speakers x%, 5-8 speakers y%)" when calibration also used conversations of 5-8 speakers, else ""."""
-    if "val_der_full_estimated_5to8" not in calibration:
+    """" (2-4 speakers x%, 5-8 speakers y%, in rooms z%)" for the sets calibration also used, else ""."""
+    parts = [(key, label) for key, label in (("5to8", "5-8 speakers"), ("rooms", "in rooms"))
+             if f"val_der_full_estimated_{key}" in calibration]
+    if not parts:
         return ""
-    return (f" (2-4 speakers {calibration['val_der_full_estimated_2to4']:.2%}, "
-            f"5-8 speakers {calibration['val_der_full_estimated_5to8']:.2%})")
+    return (f" (2-4 speakers {calibration['val_der_full_estimated_2to4']:.2%}"
+            + "".join(f", {label} {calibration[f'val_der_full_estimated_{key}']:.2%}" for key, label in parts) + ")")
 
 
 def calibrate_vad(diarizer, recordings, methods, speech_model=None):
     """Sets the detector setting with the lowest missed + false alarm speech; returns that row.
 
-    `speech_model`: the learned detector's network (default experiments.compare_vad.SPEECH_MODEL).
+    `speech_model`: the learned detector's network, or a list of networks that the learned detector tries in
+    turn (default experiments.compare_vad.SPEECH_MODEL); the row names the one chosen (`speech_model`).
     """
     from experiments.compare_vad import SPEECH_MODEL, compare, detector_options
 
-    speech_model = speech_model or SPEECH_MODEL
-    rows, _ = compare(recordings, methods, diarizer.settings.sample_rate, speech_model=speech_model)
-    best = min(rows, key=lambda row: row["sum"])
-    diarizer.settings.vad = detector_options(best["method"], best["setting"], speech_model)
+    models = [speech_model] if speech_model is None or isinstance(speech_model, (str, Path)) else list(speech_model)
+    best = None
+    for index, network in enumerate(model or SPEECH_MODEL for model in models):
+        tried = list(methods) if index == 0 else [method for method in methods if method == "learned"]
+        if not tried:
+            break
+        rows, _ = compare(recordings, tried, diarizer.settings.sample_rate, speech_model=network)
+        row = {**min(rows, key=lambda row: row["sum"]), "speech_model": str(network)}
+        if best is None or row["sum"] < best["sum"]:
+            best = row
+    diarizer.settings.vad = detector_options(best["method"], best["setting"], best["speech_model"])
     return best
 
 
@@ -151,7 +165,7 @@ def main(argv=None):
                         "themselves), values to try (default: keep the model's)")
     parser.add_argument("--vad", nargs="+", choices=("energy", "spectral", "learned", "webrtc", "webrtc-trimmed", "silero"),
                         help="speech detectors whose settings to try (default: keep the model's)")
-    parser.add_argument("--speech-model", help="the learned detector's network (default models/speech_detector.keras)")
+    parser.add_argument("--speech-model", help="the learned detector's network (default models/speech_detector_rooms.keras)")
     args = parser.parse_args(argv)
     import numpy as np
 

@@ -105,24 +105,27 @@ def load_peer(name, settings_path=None):
 
 
 def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_conversations=None,
-                 many_conversations=None):
+                 many_conversations=None, room_conversations=None):
     """{split: (conversations folder, trials file)} that experiments.release calibrates and measures on.
 
     Same seeds and sizes as release (unless given), so a run folder it released is reused
     as it is and a fresh one gets the same data. Nothing present is rewritten. "val_many"
     and "test_many" are the release's conversations of 5-8 speakers (folders), simulated
     like release does where missing (`many_conversations`, default release's; 0: none
-    are made, and a missing folder gives None).
+    are made, and a missing folder gives None). "val_rooms" and "test_rooms" are the release's
+    conversations in reverberant rooms, the same way (`room_conversations`).
     """
     from data_prep.simulate import write_conversations
     from data_prep.trials import write_trials
-    from experiments.release import (MANY_CONVERSATIONS, TEST_CONVERSATIONS, TEST_MANY_SEED, TEST_SEED, TRIALS_SEED,
-                                     VAL_CONVERSATIONS, VAL_MANY_SEED, VAL_SEED, write_many_conversations)
+    from experiments.release import (MANY_CONVERSATIONS, ROOM_CONVERSATIONS, TEST_CONVERSATIONS, TEST_MANY_SEED,
+                                     TEST_SEED, TRIALS_SEED, VAL_CONVERSATIONS, VAL_MANY_SEED, VAL_SEED,
+                                     write_many_conversations, write_room_conversations)
 
     heldout = Path(heldout)
     data = {}
     sizes = (val_conversations or VAL_CONVERSATIONS, test_conversations or TEST_CONVERSATIONS)
     many_count = MANY_CONVERSATIONS if many_conversations is None else many_conversations
+    room_count = ROOM_CONVERSATIONS if room_conversations is None else room_conversations
     for split, seed, many_seed, count in (("val", VAL_SEED, VAL_MANY_SEED, sizes[0]),
                                           ("test", TEST_SEED, TEST_MANY_SEED, sizes[1])):
         conversations, trials = heldout / f"{split}_conversations", heldout / f"{split}_trials" / "trials.txt"
@@ -135,13 +138,18 @@ def heldout_data(manifests, heldout, sample_rate, val_conversations=None, test_c
         if many_count > 0 and not (many / "conversations.csv").is_file():
             write_many_conversations(manifests[split], many, many_count, many_seed, sample_rate)
         data[f"{split}_many"] = many if (many / "conversations.csv").is_file() else None
+        rooms = heldout / f"{split}_room_conversations"
+        if room_count > 0 and not (rooms / "conversations.csv").is_file():
+            write_room_conversations(manifests[split], rooms, room_count, seed, sample_rate)
+        data[f"{split}_rooms"] = rooms if (rooms / "conversations.csv").is_file() else None
     return data
 
 
-def calibrate(diarizer, conversations, trials, many=None):
+def calibrate(diarizer, conversations, trials, many=None, rooms=None):
     """Window, switch penalty, smallest speaker, clustering and verification thresholds on validation data, as release does.
 
-    `many` (a folder of conversations of 5-8 speakers, or None) joins the count calibration, as in release.
+    `many` (a folder of conversations of 5-8 speakers, or None) and `rooms` (the conversations in reverberant
+    rooms, or None) join the clustering calibration, as in release. The speech detector stays the base settings'.
     """
     from experiments.calibrate import calibrate_clustering, der_by_count
     from experiments.evaluate import annotated_recordings, score_trials
@@ -149,17 +157,21 @@ def calibrate(diarizer, conversations, trials, many=None):
 
     recordings = annotated_recordings(conversations, conversations)
     more = annotated_recordings(many, many) if many else []
-    der = calibrate_clustering(diarizer, recordings + more, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES,
+    in_rooms = annotated_recordings(rooms, rooms) if rooms else []
+    der = calibrate_clustering(diarizer, recordings + in_rooms + more, WINDOWS_S, np.arange(*CALIBRATION_GRID), PENALTIES,
                                MIN_CLUSTERS_S, SMOOTHINGS, CLUSTER_WINDOWS_S)
     verification = score_trials(diarizer, trials)
     diarizer.settings.verification_threshold = round(verification["eer_threshold"], 4)
     calibration = {"val_der_full_estimated": der, "val_eer": verification["eer"]}
     if more:
         calibration.update(der_by_count(diarizer, recordings, more))
+    if in_rooms:
+        calibration.update(der_by_count(diarizer, recordings, in_rooms, other="rooms"))
     return calibration
 
 
-def calibrated_peer(name, cache, base_settings_path, conversations, trials, many=None, recalibrate=False, log=print):
+def calibrated_peer(name, cache, base_settings_path, conversations, trials, many=None, recalibrate=False, log=print,
+                    rooms=None):
     """(diarizer, calibration) with thresholds tuned on validation data, cached as JSON in `cache`.
 
     The cache is reused while the settings it started from, the peer's version, what
@@ -175,7 +187,8 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, many
     base.shared_frames = False  # never used by the peer (see `frame_split`); said so in its settings
     # The blockwise count's link was chosen for our embeddings (experiments.meetings); the peer counts as a whole.
     base.link_threshold = None
-    data = [Path(conversations) / "conversations.csv", Path(trials)] + ([Path(many) / "conversations.csv"] if many else [])
+    data = [Path(conversations) / "conversations.csv", Path(trials)] + [
+        Path(folder) / "conversations.csv" for folder in (many, rooms) if folder]
     origin = {"base": asdict(base), "peer": f"{name} {version(name)}", "grid": list(CALIBRATION_GRID),
               "windows": list(WINDOWS_S), "penalties": list(PENALTIES),
               "min_clusters_s": list(MIN_CLUSTERS_S), "smoothings": list(SMOOTHINGS),
@@ -187,10 +200,11 @@ def calibrated_peer(name, cache, base_settings_path, conversations, trials, many
         if stored.get("calibrated_from") == origin:
             log(f"{name}: calibrated settings from {cache}")
             return load_peer(name, cache), stored["calibration"]
-    log(f"{name}: calibrating on validation speakers ({conversations}{f', {many}' if many else ''}, {trials}) ...")
+    folders = ", ".join(str(folder) for folder in (conversations, many, rooms) if folder)
+    log(f"{name}: calibrating on validation speakers ({folders}, {trials}) ...")
     diarizer = load_peer(name, base_settings_path)
     diarizer.settings = base
-    calibration = calibrate(diarizer, conversations, trials, many)
+    calibration = calibrate(diarizer, conversations, trials, many, rooms)
     with atomic_path(cache) as tmp:
         tmp.write_text(json.dumps({**diarizer.settings.stored(cache), "calibration": calibration,
                                    "calibrated_from": origin}, indent=2) + "\n")

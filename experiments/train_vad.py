@@ -13,7 +13,9 @@ receives the resolved config, the split's manifests, `log.csv`,
 `speech_detector.keras` (the best epoch) and `summary.json` (validation missed
 and false alarm speech at threshold 0.5). `experiments.compare_vad --speech-model`
 and `experiments.release` then measure it beside the other detectors; ship it
-by copying it to `models/speech_detector.keras`.
+by copying it into `models/` and naming it in `experiments.release --speech-model`
+(`models/speech_detector_rooms.keras` is the shipped one, `models/speech_detector.keras`
+its dry-trained predecessor).
 """
 
 import argparse

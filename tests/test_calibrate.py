@@ -31,3 +31,38 @@ def test_calibration_tries_smoothing_and_cluster_windows_at_the_chosen_window(mo
     # Stage 2: the other (smoothing, cluster window) pairs at the chosen 1.0 s window; 1.0 is the window itself.
     assert set(tried[4:]) == {(1.0, m, k, c) for m in (2.0, 3.0) for k, c in [(0, 1.5), (1, None), (1, 1.5)]}
     assert len(tried) == 4 + 6
+
+
+def test_speech_detection_calibration_tries_each_network_and_keeps_the_best(monkeypatch):
+    """With several learned networks, the other detectors run once and the lowest missed + false alarm wins."""
+    import experiments.compare_vad as compare_vad
+    from experiments.calibrate import calibrate_vad
+
+    calls = []
+
+    def fake_compare(recordings, methods, sample_rate, speech_model):
+        calls.append((tuple(methods), speech_model))
+        score = {"a.keras": 0.06, "b.keras": 0.05}[speech_model]
+        rows = [{"method": "learned", "setting": "threshold=0.5, min_silence_s=0.1", "sum": score}]
+        if "energy" in methods:
+            rows.append({"method": "energy", "setting": "threshold_db=-40", "sum": 0.055})
+        return rows, 1.0
+
+    monkeypatch.setattr(compare_vad, "compare", fake_compare)
+    diarizer = Diarizer(None, DiarizerSettings())
+    best = calibrate_vad(diarizer, [], ("energy", "learned"), ["a.keras", "b.keras"])
+    assert calls == [(("energy", "learned"), "a.keras"), (("learned",), "b.keras")]
+    assert best["speech_model"] == "b.keras" and diarizer.settings.vad == {
+        "method": "learned", "threshold": 0.5, "min_silence_s": 0.1, "model": "b.keras"}
+    calls.clear()
+    assert calibrate_vad(diarizer, [], ("energy",), ["a.keras", "b.keras"])["method"] == "energy"
+    assert calls == [(("energy",), "a.keras")]  # no learned detector tried: the second network is not run
+
+
+def test_by_count_names_every_extra_validation_set():
+    from experiments.calibrate import by_count
+
+    assert by_count({}) == ""
+    text = by_count({"val_der_full_estimated_2to4": 0.1, "val_der_full_estimated_5to8": 0.2,
+                     "val_der_full_estimated_rooms": 0.15})
+    assert text == " (2-4 speakers 10.00%, 5-8 speakers 20.00%, in rooms 15.00%)"

@@ -280,3 +280,13 @@ def test_model_card_describes_a_distilled_tower():
                       DiarizerSettings(verification_threshold=0.5))
     assert "knowledge distillation" in card and "`resemblyzer`" in card
     assert "0.1 x contrastive loss (margin 1) on speaker labels" in card
+
+
+def test_model_card_names_the_validation_sets_calibration_used():
+    from experiments.release import calibration_sets
+
+    assert calibration_sets(None) == "" and calibration_sets({"val_eer": 0.05}) == ""  # older releases: no line
+    line = calibration_sets({"val_conversations": 100, "val_room_conversations": 100, "val_many_conversations": 20})
+    assert line == ("- On 100 conversations of 2-4 speakers, the same 100 in reverberant rooms, 20 of 5-8 speakers; "
+                    "speech detection on the 2-4 speaker ones.\n")
+    assert "rooms" not in calibration_sets({"val_conversations": 30, "val_room_conversations": 0})

