@@ -279,20 +279,22 @@ def main(argv=None):
                         seed=VAL_SEED, sample_rate=rate)
     val_trials = write_trials(manifests["val"], heldout / "val_trials", sample_rate=rate, seed=TRIALS_SEED)
     val_recordings = annotated_recordings(heldout / "val_conversations", heldout / "val_conversations")
-    rooms = {}
-    if args.room_conversations > 0:
-        for split, seed in (("val", VAL_SEED), ("test", TEST_SEED)):
-            folder = heldout / f"{split}_room_conversations"
-            write_room_conversations(manifests[split], folder, args.room_conversations, seed, rate)
-            rooms[split] = annotated_recordings(folder, folder)
+
+    def extra_conversations(kind, count, write, seeds):
+        """{split: recordings} of one of the release's extra sets ("room", "many"), written for both splits."""
+        sets = {}
+        for split, seed in zip(("val", "test"), seeds):
+            if count > 0:
+                folder = heldout / f"{split}_{kind}_conversations"
+                write(manifests[split], folder, count, seed, rate)
+                sets[split] = annotated_recordings(folder, folder)
+        return sets
+
+    rooms = extra_conversations("room", args.room_conversations, write_room_conversations, (VAL_SEED, TEST_SEED))
     vad = calibrate_vad(diarizer, val_recordings + rooms.get("val", []), VAD_METHODS, args.speech_model)
     print(f"speech detection {diarizer.settings.vad}: missed {vad['missed']:.2%}, false alarm {vad['false_alarm']:.2%}")
-    many = {}
-    if args.many_conversations > 0:
-        for split, seed in (("val", VAL_MANY_SEED), ("test", TEST_MANY_SEED)):
-            folder = heldout / f"{split}_many_conversations"
-            write_many_conversations(manifests[split], folder, args.many_conversations, seed, rate)
-            many[split] = annotated_recordings(folder, folder)
+    many = extra_conversations("many", args.many_conversations, write_many_conversations,
+                               (VAL_MANY_SEED, TEST_MANY_SEED))
     # The detector is chosen on the 2-4 speaker conversations, dry and in rooms; the count on all of them.
     val_der = calibrate_clustering(diarizer, val_recordings + rooms.get("val", []) + many.get("val", []), WINDOWS_S,
                                    np.arange(0.1, 1.8, 0.02), PENALTIES, MIN_CLUSTERS_S, SMOOTHINGS,

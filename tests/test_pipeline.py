@@ -1,5 +1,7 @@
 """Pairs and the tf.data pair pipeline: balanced, speaker-correct, seeded, right shapes."""
 
+import functools
+
 import numpy as np
 
 from data_prep.pairs import sample_pairs
@@ -55,15 +57,17 @@ def test_pair_dataset_shapes_and_determinism(librispeech_manifest):
         np.testing.assert_array_equal(a2, b2)
 
 
+def first_crops(manifest, **kwargs):
+    """The first crops of the first batch of 8 seeded pairs of `manifest`, with `pair_dataset`'s `kwargs`."""
+    pairs = sample_pairs(manifest, 8, seed=5)
+    dataset = pair_dataset(manifest, pairs, sample_rate=8000, window_s=0.5, batch_size=8, **kwargs)
+    (first, _), _ = next(dataset.as_numpy_iterator())
+    return first
+
+
 def test_noise_augmentation_is_seeded_and_at_the_drawn_snr(librispeech_manifest):
     manifest = librispeech_manifest.iloc[:10]
-    pairs = sample_pairs(manifest, 8, seed=5)
-
-    def first_batch(**kwargs):
-        dataset = pair_dataset(manifest, pairs, sample_rate=8000, window_s=0.5, batch_size=8, **kwargs)
-        (first, _), _ = next(dataset.as_numpy_iterator())
-        return first
-
+    first_batch = functools.partial(first_crops, manifest)
     clean = first_batch()
     noisy = first_batch(noise_prob=1.0, noise_snr_db=(10.0, 10.0))
     np.testing.assert_array_equal(noisy, first_batch(noise_prob=1.0, noise_snr_db=(10.0, 10.0)))
@@ -121,14 +125,7 @@ def test_crop_dataset_shapes_and_determinism(librispeech_manifest):
 
 def test_reverberation_augmentation_is_seeded_and_changes_crops(librispeech_manifest):
     """reverb_prob puts crops in a synthetic room, the same one for the same seed; at 0 no draw is made for it."""
-    manifest = librispeech_manifest.iloc[:10]
-    pairs = sample_pairs(manifest, 8, seed=5)
-
-    def first_batch(**kwargs):
-        dataset = pair_dataset(manifest, pairs, sample_rate=8000, window_s=0.5, batch_size=8, **kwargs)
-        (first, _), _ = next(dataset.as_numpy_iterator())
-        return first
-
+    first_batch = functools.partial(first_crops, librispeech_manifest.iloc[:10])
     clean = first_batch()
     np.testing.assert_array_equal(clean, first_batch(reverb_prob=0.0))
     wet = first_batch(reverb_prob=1.0, reverb_rt60_s=(0.5, 0.5))
