@@ -82,7 +82,7 @@ def utterance_cache(manifest, *, sample_rate, cache_mb=2048):
     return cached
 
 
-def maybe_noisy(crop, rng, noise_prob, noise_snr_db, reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9), sample_rate=16000):
+def maybe_augmented(crop, rng, noise_prob, noise_snr_db, reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9), sample_rate=16000):
     """`crop` in a reverberant room with probability `reverb_prob` (reverberation time drawn from `reverb_rt60_s`),
     then with white, pink or brown noise at an SNR drawn from `noise_snr_db`, with probability `noise_prob`.
 
@@ -113,7 +113,7 @@ def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.
     def crop(row, rng):
         clean = random_crop(paths[row], durations[row], window_s, sample_rate, rng, audio=cached(row),
                             offset_s=offsets[row], segment=not np.isnan(lengths[row]))
-        return maybe_noisy(clean, rng, noise_prob, noise_snr_db, reverb_prob, reverb_rt60_s, sample_rate)
+        return maybe_augmented(clean, rng, noise_prob, noise_snr_db, reverb_prob, reverb_rt60_s, sample_rate)
 
     return crop
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from data_prep.audio import atomic_path, normalize_level
 from data_prep.manifest import load_utterance, utterance_spans
-from data_prep.pipeline import frame_activity, maybe_noisy, utterance_cache
+from data_prep.pipeline import frame_activity, maybe_augmented, utterance_cache
 
 MIN_ACTIVITY = 0.6  # as training crops: windows with fewer active frames are left out of the bank
 
@@ -165,7 +165,7 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
         hop_s: the bank's hop; a crop starts up to half a hop before or after its window,
             whose teacher embedding it keeps.
         noise_prob, noise_snr_db, cache_mb, reverb_prob, reverb_rt60_s: as `data_prep.pipeline.crop_loader`
-            (`utterance_cache`, `maybe_noisy`). The teacher's targets stay those of the clean crops.
+            (`utterance_cache`, `maybe_augmented`). The teacher's targets stay those of the clean crops.
         with_speaker: append each crop's speaker code (from `crops`) to its target, as
             `siamese.losses.RelationalDistillationLoss(contrastive_weight > 0)` expects.
 
@@ -194,8 +194,8 @@ def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, b
             whole = utterance(row)
             start = int(np.clip(starts[pick] + rng.integers(-half_hop, half_hop + 1), 0, max(0, len(whole) - length)))
             crop = normalize_level(np.pad(whole[start:start + length], (0, max(0, start + length - len(whole)))))
-            audio[index, :, 0] = maybe_noisy(crop, rng, noise_prob, noise_snr_db, reverb_prob, reverb_rt60_s,
-                                             sample_rate)
+            audio[index, :, 0] = maybe_augmented(crop, rng, noise_prob, noise_snr_db, reverb_prob, reverb_rt60_s,
+                                                 sample_rate)
             targets[index, :embeddings.shape[1]] = embeddings[pick]
         return audio, targets
 
