@@ -1,8 +1,8 @@
 """Augmentation: background noise, room reverberation, and speed perturbation for more training speakers.
 
 One place for noise and reverberation synthesis: the conversation simulator adds
-them to whole recordings, and the pair pipeline can add noise to training crops
-so the embeddings learn to ignore it. Speed perturbation turns each training speaker
+them to whole recordings, and the training pipelines can add both to crops
+so the embeddings learn to ignore them. Speed perturbation turns each training speaker
 into several identities (`speed_perturbed_speakers`).
 """
 
@@ -34,6 +34,8 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator, expone
 
 # Direct-to-reverberant ratios drawn for a reverberated talker: 10 dB close to the microphone, 0 dB across a room.
 DRR_DB = (0.0, 10.0)
+# Reverberation times (s) a training crop or conversation is drawn from when reverberation is on and none are given.
+REVERB_RT60_S = (0.2, 0.9)
 
 
 def reverberate_randomly(audio: np.ndarray, rt60_s: tuple[float, float], rng: np.random.Generator,

@@ -11,7 +11,7 @@ inside the segment.
 import numpy as np
 
 from data_prep.audio import load_audio, normalize_level
-from data_prep.augment import add_noise, reverberate_randomly
+from data_prep.augment import REVERB_RT60_S, add_noise, reverberate_randomly
 from data_prep.manifest import load_utterance, utterance_spans
 
 
@@ -82,7 +82,7 @@ def utterance_cache(manifest, *, sample_rate, cache_mb=2048):
     return cached
 
 
-def maybe_augmented(crop, rng, noise_prob, noise_snr_db, reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9), sample_rate=16000):
+def maybe_augmented(crop, rng, noise_prob, noise_snr_db, reverb_prob=0.0, reverb_rt60_s=REVERB_RT60_S, sample_rate=16000):
     """`crop` in a reverberant room with probability `reverb_prob` (reverberation time drawn from `reverb_rt60_s`),
     then with white, pink or brown noise at an SNR drawn from `noise_snr_db`, with probability `noise_prob`.
 
@@ -96,7 +96,7 @@ def maybe_augmented(crop, rng, noise_prob, noise_snr_db, reverb_prob=0.0, reverb
 
 
 def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.0, noise_snr_db=(5.0, 30.0),
-                reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9)):
+                reverb_prob=0.0, reverb_rt60_s=REVERB_RT60_S):
     """`crop(row, rng)`: one training crop of manifest row `row`, drawn with `rng`.
 
     Crops are sliced from memory when `utterance_cache` keeps the utterances, otherwise
@@ -119,7 +119,7 @@ def crop_loader(manifest, *, sample_rate, window_s, cache_mb=2048, noise_prob=0.
 
 
 def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_remainder=False, cache_mb=2048,
-                 noise_prob=0.0, noise_snr_db=(5.0, 30.0), reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9)):
+                 noise_prob=0.0, noise_snr_db=(5.0, 30.0), reverb_prob=0.0, reverb_rt60_s=REVERB_RT60_S):
     """A `tf.data.Dataset` of `((first, second), label)` batches.
 
     Args:
@@ -162,7 +162,7 @@ def pair_dataset(manifest, pairs, *, sample_rate, window_s, batch_size, drop_rem
 
 
 def crop_dataset(manifest, crops, *, sample_rate, window_s, batch_size, cache_mb=2048,
-                 noise_prob=0.0, noise_snr_db=(5.0, 30.0), reverb_prob=0.0, reverb_rt60_s=(0.2, 0.9)):
+                 noise_prob=0.0, noise_snr_db=(5.0, 30.0), reverb_prob=0.0, reverb_rt60_s=REVERB_RT60_S):
     """A `tf.data.Dataset` of `(crops, speaker)` batches for batch-all contrastive training.
 
     Args:

@@ -407,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         "(default: dry speech)",
     )
     parser.add_argument(
-        "--drr", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"),
-        help="range of each speaker's direct-to-reverberant ratio in dB, with --reverb (default 0 10)",
+        "--drr", type=float, nargs=2, default=DRR_DB, metavar=("LOW", "HIGH"),
+        help=f"range of each speaker's direct-to-reverberant ratio in dB, with --reverb (default {DRR_DB[0]:g} {DRR_DB[1]:g})",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")

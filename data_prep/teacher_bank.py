@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.audio import atomic_path, normalize_level
+from data_prep.augment import REVERB_RT60_S
 from data_prep.manifest import load_utterance, utterance_spans
 from data_prep.pipeline import frame_activity, maybe_augmented, utterance_cache
 
@@ -154,7 +155,7 @@ def init_signs(tower, manifest, windows, *, sample_rate, window_s, rows=60, ever
 
 def teacher_dataset(manifest, crops, windows, *, sample_rate, window_s, hop_s, batch_size, noise_prob=0.0,
                     noise_snr_db=(5.0, 30.0), cache_mb=2048, with_speaker=False, reverb_prob=0.0,
-                    reverb_rt60_s=(0.2, 0.9)):
+                    reverb_rt60_s=REVERB_RT60_S):
     """A `tf.data.Dataset` of `(crops, teacher embeddings)` batches for distillation.
 
     Args:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import yaml
 
+from data_prep.augment import REVERB_RT60_S
+
 # Every key an experiment config may hold, with its type. A typo or a wrong type
 # is a clear error up front instead of a silent default halfway through training.
 SCHEMA = {
@@ -93,13 +95,14 @@ SPEECH_DETECTOR_SCHEMA = {
 }
 
 # Keys a speech detector config may leave out (configs from before reverberation stay valid).
-SPEECH_DETECTOR_OPTIONAL = {"conversations": {"reverb_share": 0.0, "reverb_rt60_low": 0.2, "reverb_rt60_high": 0.9}}
+SPEECH_DETECTOR_OPTIONAL = {"conversations": {"reverb_share": 0.0, "reverb_rt60_low": REVERB_RT60_S[0],
+                                               "reverb_rt60_high": REVERB_RT60_S[1]}}
 
 # Keys a config may leave out, with the value they then take (older configs stay valid).
 OPTIONAL = {"data": {"speed_perturb": []},
             "model": {"frontend_weights": ""},
             "training": {"noise_prob": 0.0, "noise_snr_low": 5.0, "noise_snr_high": 30.0,
-                         "reverb_prob": 0.0, "reverb_rt60_low": 0.2, "reverb_rt60_high": 0.9,
+                         "reverb_prob": 0.0, "reverb_rt60_low": REVERB_RT60_S[0], "reverb_rt60_high": REVERB_RT60_S[1],
                          "objective": "pairs", "crops_per_speaker": 4, "freeze": "none",
                          "teacher": "resemblyzer", "teacher_window_s": 1.5, "teacher_hop_s": 0.2,
                          "contrastive_weight": 0.0, "embedding_weight": 0.0, "teacher_signs": "largest"}}

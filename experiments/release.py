@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+from data_prep.augment import DRR_DB
 from experiments.compare_vad import SPEECH_MODELS
 from experiments.config import ConfigError, load_config
 
@@ -357,17 +358,18 @@ def main(argv=None):
               "diarization_5to8_speakers": many_summary, "diarization_rooms": room_summary, "speed": speed,
               "command": f"python -m experiments.release --run {args.run} --name {args.name}"}
     (results / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
-    many_table = (f"\n{len(many['test'])} test conversations of {MANY_SPEAKERS[0]}-{MANY_SPEAKERS[1]} speakers:\n\n"
+    extra_tables = (f"\n{len(many['test'])} test conversations of {MANY_SPEAKERS[0]}-{MANY_SPEAKERS[1]} speakers:\n\n"
                   + markdown(many_summary, None) if many else "")
     if rooms:
-        many_table += (f"\nThe {len(rooms['test'])} test conversations again, in reverberant rooms (reverberation time "
-                       f"{ROOM_RT60_S[0]:g}-{ROOM_RT60_S[1]:g} s, each speaker at a direct-to-reverberant ratio of 0-10 dB; "
+        extra_tables += (f"\nThe {len(rooms['test'])} test conversations again, in reverberant rooms (reverberation time "
+                       f"{ROOM_RT60_S[0]:g}-{ROOM_RT60_S[1]:g} s, each speaker at a direct-to-reverberant ratio of "
+                       f"{DRR_DB[0]:g}-{DRR_DB[1]:g} dB; "
                        "references mark the dry speech):\n\n" + markdown(room_summary, None))
-    (results / "summary.md").write_text(markdown(summary, verification) + many_table)
+    (results / "summary.md").write_text(markdown(summary, verification) + extra_tables)
     model.with_suffix(".md").write_text(model_card(args.name, config, facts, verification, summary, speed, diarizer.settings,
                                                    calibration)
-                                        + many_table)
-    print(markdown(summary, verification) + many_table, end="")
+                                        + extra_tables)
+    print(markdown(summary, verification) + extra_tables, end="")
     print(f"real-time factor on {args.benchmark_minutes:g} min: {speed['rtf']:.4f}")
     return 0
 
