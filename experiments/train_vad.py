@@ -121,7 +121,7 @@ def speech_errors_at(network, conversations, threshold=0.5, min_silence_s=0.1):
             reference[Segment(start_s, end_s)] = speaker
         regions = merge_band_frames(network(features) > threshold, duration_s, min_speech_s=0.25,
                                     min_silence_s=min_silence_s)
-        file_missed, file_false_alarm, file_speech = speech_errors(reference, regions)
+        file_missed, file_false_alarm, file_speech, _ = speech_errors(reference, regions)
         missed, false_alarm, speech = missed + file_missed, false_alarm + file_false_alarm, speech + file_speech
     return missed / speech, false_alarm / speech
 

@@ -914,9 +914,20 @@ class Diarizer:
         centroids = []
         for first in range(0, len(points), block):
             local = points[first:first + block]
-            labels = fcluster(linkage(pdist(local), method=s.linkage), t=threshold, criterion="distance")
-            sizes = np.bincount(labels)
-            for label in np.flatnonzero(sizes >= min_size):
+            tree = linkage(pdist(local), method=s.linkage)
+
+            def large(speakers):  # labels and large clusters at the block's threshold for that many speakers
+                labels = fcluster(tree, t=self.count_threshold(threshold, speakers), criterion="distance")
+                return labels, np.flatnonzero(np.bincount(labels) >= min_size)
+
+            speakers = len(large(4)[1])  # the same fixed point as `cluster` (a no-op without the count correction)
+            for _ in range(4):
+                found = len(large(speakers)[1])
+                if found == speakers:
+                    break
+                speakers = found
+            labels, keep = large(speakers)
+            for label in keep:
                 centroids.append(local[labels == label].mean(axis=0))
         if len(centroids) < 2:
             return 1

@@ -85,6 +85,18 @@ def test_long_recordings_link_the_speakers_of_blocks(clustering):
             Diarizer(None, replace(linked, **bad)).cluster(embeddings)
 
 
+def test_blockwise_count_applies_the_count_correction_as_a_whole_recording_count_does():
+    """With `threshold_count_power`, each block is cut at the threshold for the count it finds, as `cluster` cuts a
+    recording of one block: here both see each voice's two groups as one speaker, and without it both see two."""
+    embeddings, _ = _long_two_voices()
+    settings = DiarizerSettings(**{**AHC, "center": True}, threshold=0.7, min_cluster_s=2.0, hop_s=0.25,
+                                link_threshold=0.3, count_block_windows=200)
+    for power, speakers in ((0.0, 4), (1.0, 2)):
+        corrected = replace(settings, threshold_count_power=power)
+        assert len(set(Diarizer(None, corrected).cluster(embeddings))) == speakers  # blocks of 200, linked
+        assert len(set(Diarizer(None, replace(corrected, link_threshold=None)).cluster(embeddings))) == speakers
+
+
 def test_cluster_labels_ordered_by_first_appearance():
     rng = np.random.default_rng(2)
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])

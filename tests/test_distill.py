@@ -290,3 +290,11 @@ def test_model_card_names_the_validation_sets_calibration_used():
     assert line == ("- On 100 conversations of 2-4 speakers, the same 100 in reverberant rooms, 20 of 5-8 speakers; "
                     "speech detection on the 2-4 speaker ones.\n")
     assert "rooms" not in calibration_sets({"val_conversations": 30, "val_room_conversations": 0})
+
+
+def test_release_summary_records_every_option_of_its_command():
+    from experiments.release import release_command
+
+    argv = ["--run", "runs/a b", "--name", "m", "--count-power", "0.5", "--speech-model", "x.keras", "y.keras"]
+    assert release_command(argv) == ("python -m experiments.release --run 'runs/a b' --name m --count-power 0.5 "
+                                     "--speech-model x.keras y.keras")

@@ -268,9 +268,28 @@ def test_compare_vad_cli(tmp_path, write_test_wav, capsys):
     table = out.read_text()
     assert "| spectral | threshold=0.25, low_threshold=0.25, noise_quantile=0.2, min_silence_s=0.3 |" in table
     assert "| spectral | threshold=0.3, low_threshold=0.15, noise_quantile=0.1, min_silence_s=0.2 |" in table
-    assert "| energy | threshold_db=-30 | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
+    assert "| energy | threshold_db=-30 | 0.00% | 0.00% |" in table and "| webrtc | aggressiveness=3 |" in table
+    assert "| missed, quiet |" in table and "- missed, quiet: the missed speech" in table
     assert "| webrtc-trimmed | aggressiveness=0, noise_margin_db=3.0 |" in table
     assert main(["--audio", str(tmp_path / "missing"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
     assert capsys.readouterr().err.strip().startswith("error: --audio")
     assert main(["--audio", str(tmp_path / "rttm"), "--rttm", str(tmp_path / "rttm"), "--out", str(out)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_compare_vad_tells_missed_speech_buried_in_noise_from_audible_missed_speech():
+    """The reference marks 1-4 s; the mix is loud at 1-2 s, at its noise floor at 2-3 s, and 20 dB over it at 3-4 s."""
+    from pyannote.core import Annotation, Segment
+
+    from experiments.compare_vad import frame_levels_db, speech_errors
+
+    rng = np.random.default_rng(0)
+    audio = 0.001 * rng.standard_normal(5 * SR)
+    audio[SR:2 * SR] *= 100.0
+    audio[3 * SR:4 * SR] *= 10.0
+    reference = Annotation()
+    reference[Segment(1.0, 4.0)] = "A"
+    missed, false_alarm, speech, quiet = speech_errors(reference, [(0.5, 2.0)], frame_levels_db(audio, SR))
+    assert (missed, false_alarm, speech) == pytest.approx((2.0, 0.5, 3.0))
+    assert quiet == pytest.approx(1.0, abs=0.02)  # 2-3 s only
+    assert speech_errors(reference, [(0.5, 2.0)])[3] == 0.0  # without levels: not measured
