@@ -107,9 +107,12 @@ def calibrate_clustering(diarizer, recordings, windows_s, grid, penalties=None, 
     `cluster_windows_s` (`DiarizerSettings.cluster_window_s`; None or the window's own length: the windows
     themselves) are tried in a second stage, each pair with every smallest speaker, at the window and penalty
     the first stage chose: the full product would multiply the time of calibration, already its longest step.
+    The first stage keeps the settings' own smoothing if `smoothings` has it, else takes the first of them.
     """
     settings = diarizer.settings
     embedded, best = {}, None
+    if smoothings and settings.smooth_windows not in smoothings:
+        settings.smooth_windows = smoothings[0]  # the choice stays among the values given
 
     def sweep(window_s, penalty, min_cluster_s, smoothing, cluster_window_s):
         nonlocal best

@@ -32,6 +32,12 @@ def test_calibration_tries_smoothing_and_cluster_windows_at_the_chosen_window(mo
     assert set(tried[4:]) == {(1.0, m, k, c) for m in (2.0, 3.0) for k, c in [(0, 1.5), (1, None), (1, 1.5)]}
     assert len(tried) == 4 + 6
 
+    # Settings that smooth by a value not offered start from the first offered one: the choice stays among them.
+    tried.clear()
+    diarizer = Diarizer(None, DiarizerSettings(window_s=1.0, smooth_windows=4, resegment=None))
+    calibrate.calibrate_clustering(diarizer, [], [1.0], np.arange(0.9, 1.3, 0.1), None, [3.0], smoothings=[0, 1])
+    assert [k for _, _, k, _ in tried] == [0, 1] and diarizer.settings.smooth_windows == 1
+
 
 def test_speech_detection_calibration_tries_each_network_and_keeps_the_best(monkeypatch):
     """With several learned networks, the other detectors run once and the lowest missed + false alarm wins."""
