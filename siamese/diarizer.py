@@ -858,26 +858,9 @@ class Diarizer:
                     break
             keep = np.argsort(sizes)[::-1][:target]
         else:
-            base = s.threshold if threshold is None else threshold
-            cuts = {}
-
-            def cut(speakers):  # (labels, sizes, large clusters) at the threshold for that many speakers
-                t = self.count_threshold(base, speakers)
-                if t not in cuts:
-                    labels = fcluster(tree, t=t, criterion="distance")
-                    sizes = np.bincount(labels)
-                    keep = np.flatnonzero(sizes >= min_size)
-                    cuts[t] = labels, sizes, keep if len(keep) else np.array([np.argmax(sizes)])
-                return cuts[t]
-
-            # The count and its threshold depend on each other: a few fixed-point steps from 4 speakers.
-            speakers = len(cut(4)[2])
-            for _ in range(4):
-                found = len(cut(speakers)[2])
-                if found == speakers:
-                    break
-                speakers = found
-            labels, sizes, keep = cut(speakers)
+            labels, sizes, keep = self.counted_cut(tree, s.threshold if threshold is None else threshold, min_size)
+            if not len(keep):
+                keep = np.array([np.argmax(sizes)])
         keep = keep[sizes[keep] > 0]
         if s.clustering == "spectral" and len(keep) > 1:
             # AHC only decided how many speakers there are; the spectral split decides who is who.
@@ -900,6 +883,31 @@ class Diarizer:
         order = {labels[index]: rank for rank, index in enumerate(sorted(first_seen))}
         return np.array([order[label] for label in labels], dtype=int)
 
+    def counted_cut(self, tree, threshold, min_size):
+        """`(labels, sizes, large clusters)` of a dendrogram cut at `threshold`, corrected for the count it finds.
+
+        With `threshold_count_power` the count and its threshold depend on each other (`count_threshold`):
+        a few fixed-point steps from 4 speakers. Without it, one cut at `threshold`. A large cluster has
+        at least `min_size` points; there may be none.
+        """
+        cuts = {}
+
+        def cut(speakers):
+            t = self.count_threshold(threshold, speakers)
+            if t not in cuts:
+                labels = fcluster(tree, t=t, criterion="distance")
+                sizes = np.bincount(labels)
+                cuts[t] = labels, sizes, np.flatnonzero(sizes >= min_size)
+            return cuts[t]
+
+        speakers = len(cut(4)[2])
+        for _ in range(4):
+            found = len(cut(speakers)[2])
+            if found == speakers:
+                break
+            speakers = found
+        return cut(speakers)
+
     def blockwise_count(self, points, min_size, group, threshold):
         """Speakers in a long recording: counted per block of windows, then linked across blocks (`link_threshold`)."""
         s = self.settings
@@ -914,19 +922,7 @@ class Diarizer:
         centroids = []
         for first in range(0, len(points), block):
             local = points[first:first + block]
-            tree = linkage(pdist(local), method=s.linkage)
-
-            def large(speakers):  # labels and large clusters at the block's threshold for that many speakers
-                labels = fcluster(tree, t=self.count_threshold(threshold, speakers), criterion="distance")
-                return labels, np.flatnonzero(np.bincount(labels) >= min_size)
-
-            speakers = len(large(4)[1])  # the same fixed point as `cluster` (a no-op without the count correction)
-            for _ in range(4):
-                found = len(large(speakers)[1])
-                if found == speakers:
-                    break
-                speakers = found
-            labels, keep = large(speakers)
+            labels, _, keep = self.counted_cut(linkage(pdist(local), method=s.linkage), threshold, min_size)
             for label in keep:
                 centroids.append(local[labels == label].mean(axis=0))
         if len(centroids) < 2:
