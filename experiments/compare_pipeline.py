@@ -13,12 +13,11 @@ Markdown table and a CSV beside it.
 
 import argparse
 import datetime
-import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+import experiments  # first: quiets TensorFlow before it is imported
 
 # Cumulative pipeline steps: (label, settings changed from the step before). "min_clusters_s" is not a
 # setting but the values of the least speech a speaker needs that calibration tries (else 2 s, the old fixed value).
@@ -79,7 +78,7 @@ def main(argv=None):
     table = pd.DataFrame(rows)
     lines = [
         "# What each pipeline step buys", "",
-        f"- command: `python -m experiments.compare_pipeline {' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))}`",
+        f"- command: `{experiments.command_line('experiments.compare_pipeline', argv)}`",
         f"- date: {datetime.date.today().isoformat()}; model: `{args.model or 'shipped'}`; speech detection: `{settings.vad}`",
         f"- development (calibration of window, threshold, switch penalty): {len(dev)} recordings in `{args.dev}`; "
         f"test: {len(test)} recordings in `{args.test}`",

@@ -19,10 +19,11 @@ Prints the table and writes it as Markdown to `--out`.
 
 import argparse
 import datetime
-import shlex
 import sys
 import time
 from pathlib import Path
+
+import experiments
 
 # Settings tried per detector: (label, keyword arguments for the detector).
 SETTINGS = {
@@ -173,7 +174,7 @@ def main(argv=None):
         return 1
     table = markdown(rows)
     best = min(rows, key=lambda row: row["sum"])
-    command = "python -m experiments.compare_vad " + " ".join(shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv))
+    command = experiments.command_line("experiments.compare_vad", argv)
     header = [
         "# Speech detector comparison", "",
         f"- command: `{command}`",

@@ -16,14 +16,13 @@
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-import experiments  # noqa: F401  (quiets TensorFlow before it is imported)
+import experiments  # first: quiets TensorFlow before it is imported
 from data_prep.augment import DRR_DB
 from experiments.compare_vad import SPEECH_MODELS
 from experiments.config import ConfigError, load_config
@@ -207,11 +206,6 @@ far-field or telephone audio.
 """
 
 
-def release_command(argv=None):
-    """The command line that made a release, every option included, for its summary.json."""
-    return "python -m experiments.release " + shlex.join(sys.argv[1:] if argv is None else argv)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.release", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="training run folder (holds config.yaml, tower.keras, manifests/)")
@@ -363,7 +357,7 @@ def main(argv=None):
     report = {"model": str(model), "run": str(run_dir), "date": date.today().isoformat(), "training": facts,
               "settings": vars(diarizer.settings), "calibration": calibration, "verification": verification, "diarization": summary,
               "diarization_5to8_speakers": many_summary, "diarization_rooms": room_summary, "speed": speed,
-              "command": release_command(argv)}
+              "command": experiments.command_line("experiments.release", argv)}
     (results / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     extra_tables = (f"\n{len(many['test'])} test conversations of {MANY_SPEAKERS[0]}-{MANY_SPEAKERS[1]} speakers:\n\n"
                   + markdown(many_summary, None) if many else "")

@@ -293,8 +293,8 @@ def test_model_card_names_the_validation_sets_calibration_used():
 
 
 def test_release_summary_records_every_option_of_its_command():
-    from experiments.release import release_command
+    from experiments import command_line
 
     argv = ["--run", "runs/a b", "--name", "m", "--count-power", "0.5", "--speech-model", "x.keras", "y.keras"]
-    assert release_command(argv) == ("python -m experiments.release --run 'runs/a b' --name m --count-power 0.5 "
-                                     "--speech-model x.keras y.keras")
+    assert command_line("experiments.release", argv) == ("python -m experiments.release --run 'runs/a b' --name m "
+                                                         "--count-power 0.5 --speech-model x.keras y.keras")
